@@ -1,0 +1,165 @@
+"""The teacher backend interface: requests in, results streamed back as they complete.
+
+Every backend (OpenAI-compatible server, in-process transformers model) returns the same
+:class:`GenerationResult`, so records carry the same fields whichever produced them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling parameters of one request (OpenAI chat-completions names).
+
+    Attributes:
+        temperature: softmax temperature; 0 means greedy.
+        top_p: nucleus sampling mass in (0, 1].
+        max_tokens: most tokens to generate; a response that reaches it is ``finish_reason="length"``.
+        seed: base random seed; request ``i`` of a prompt uses ``seed + sample_index``.
+        stop: stop strings, or ``None``.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict without unset (``None``) entries."""
+        d = asdict(self)
+        if d["stop"] is not None:
+            d["stop"] = list(d["stop"])
+        return {k: v for k, v in d.items() if v is not None}
+
+    def seed_for(self, sample_index: int) -> int | None:
+        """The seed of sample ``sample_index``, or ``None`` when no base seed is set."""
+        return None if self.seed is None else self.seed + sample_index
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One candidate to generate: sample ``sample_index`` of the prompt ``messages``."""
+
+    messages: tuple[tuple[str, str], ...]
+    sampling: SamplingParams
+    sample_index: int = 0
+
+    @classmethod
+    def make(cls, messages: list[dict[str, str]], sampling: SamplingParams, sample_index: int = 0) -> GenerationRequest:
+        """Build from ``[{"role", "content"}]`` messages."""
+        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        """The messages as ``[{"role", "content"}]``."""
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+@dataclass
+class GenerationResult:
+    """What a backend returned for one request.
+
+    Attributes:
+        text: the completion, or ``None`` on error.
+        finish_reason: ``"stop"``, ``"length"`` (cut off by ``max_tokens``), or the server's value.
+        tokens_in, tokens_out: prompt and completion tokens (from the server's usage).
+        latency_s: seconds from sending to the full response (including retries).
+        error_kind: on failure, ``"rate_limit"``, ``"timeout"``, ``"connection"``,
+            ``"server_error"``, ``"http_<status>"`` or ``"exception"``; else ``None``.
+        error: the failure's message.
+        retries: retries spent on this request.
+        cached: served from the response cache (no backend call).
+    """
+
+    text: str | None
+    finish_reason: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    error_kind: str | None = None
+    error: str | None = None
+    retries: int = 0
+    cached: bool = False
+
+    def to_json(self) -> str:
+        """Serialise (for the cache)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> GenerationResult:
+        """Inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+@dataclass
+class BackendStats:
+    """Counters a backend keeps over a run."""
+
+    calls: int = 0
+    retries: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "calls": self.calls,
+            "retries": dict(self.retries),
+            "failures": dict(self.failures),
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+        }
+
+
+class Backend:
+    """Base of teacher backends.
+
+    Subclasses set ``kind`` and implement :meth:`preflight` and :meth:`stream`. ``model`` is
+    the model name as the recipe gives it (it enters the cache key and every record).
+    """
+
+    kind: ClassVar[str] = "backend"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.stats = BackendStats()
+
+    async def preflight(self) -> None:
+        """Check the backend can serve ``model``; raise :class:`~distillery.errors.BackendError` if not."""
+
+    def stream(self, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationResult]]:
+        """Generate ``requests``; yield ``(position in requests, result)`` as each completes.
+
+        Never raises for a failed request: the result carries ``error_kind``.
+        """
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections or the model."""
+
+    def cache_key(self, request: GenerationRequest) -> str:
+        """sha256 over (backend kind, model, messages, sampling parameters, sample index).
+
+        The key is built from values only (no object identities or file paths), so it is
+        stable across processes, machines and recipe locations.
+        """
+        blob = json.dumps(
+            {
+                "backend": self.kind,
+                "model": self.model,
+                "messages": [list(m) for m in request.messages],
+                "sampling": request.sampling.to_dict(),
+                "sample_index": request.sample_index,
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()

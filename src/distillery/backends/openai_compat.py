@@ -1,0 +1,209 @@
+"""Backend for any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp,
+Ollama, ``transformers serve``, OpenAI itself), through the official ``openai`` async client.
+
+Concurrency is bounded by a semaphore; each request has a timeout; 429, 5xx, timeouts and
+connection errors are retried with capped exponential backoff and full jitter (Brooker,
+"Exponential Backoff and Jitter", AWS Architecture Blog, 2015), honouring ``Retry-After``.
+The client's own retries are turned off so that every retry is counted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from distillery.backends.base import Backend, GenerationRequest, GenerationResult
+from distillery.errors import BackendError
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def classify_error(exc: BaseException) -> tuple[str, bool]:
+    """Map an exception from the ``openai`` client to ``(error_kind, retryable)``."""
+    if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
+        return "timeout", True
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection", True
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit", True
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.status_code
+        if code >= 500:
+            return "server_error", True
+        return f"http_{code}", code in RETRYABLE_STATUS
+    return "exception", False
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full-jitter backoff: uniform in ``[0, min(cap_s, base_s * 2**attempt)]`` seconds."""
+    return rng.uniform(0, min(cap_s, base_s * (2**attempt)))
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAIBackend(Backend):
+    """Chat completions against an OpenAI-compatible server.
+
+    Args:
+        model: the model name the server knows.
+        base_url: e.g. ``http://127.0.0.1:8000/v1``; ``None`` means the OpenAI API.
+        api_key: the key (local servers accept any string).
+        concurrency: most requests in flight at once.
+        timeout_s: per-request timeout, seconds.
+        max_retries: retries of a retryable failure before giving up.
+        backoff_base_s, backoff_cap_s: backoff schedule, seconds.
+        extra_body: extra JSON fields sent with every request (server-specific options).
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 20.0,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(model)
+        self.base_url = base_url
+        self.client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0
+        )
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.extra_body = extra_body or {}
+        self._rng = random.Random(0)
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def preflight(self) -> None:
+        """Fail fast when the server is unreachable or does not know the model.
+
+        Lists the server's models; if the model is not listed (some servers list only loaded
+        models), sends one 1-token request instead.
+
+        Raises:
+            BackendError: unreachable server, bad credentials, or unknown model.
+        """
+        where = self.base_url or "the OpenAI API"
+        try:
+            listed = [m.id async for m in self.client.models.list()]
+        except openai.APIConnectionError as e:
+            raise BackendError(f"teacher: cannot reach the server at {where}: {e.__cause__ or e}") from e
+        except openai.AuthenticationError as e:
+            raise BackendError(f"teacher: the server at {where} refused the API key (401)") from e
+        except openai.APIStatusError:
+            listed = []
+        if self.model in listed:
+            return
+        try:
+            await self.client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1, extra_body=self.extra_body
+            )
+        except openai.APIConnectionError as e:
+            raise BackendError(f"teacher: cannot reach the server at {where}: {e.__cause__ or e}") from e
+        except openai.APIStatusError as e:
+            offered = f"; it lists: {', '.join(listed[:10])}" if listed else ""
+            raise BackendError(
+                f"teacher: the server at {where} cannot serve model {self.model!r} "
+                f"(HTTP {e.status_code}: {str(e.message)[:200]}){offered}"
+            ) from e
+
+    async def _one(self, request: GenerationRequest) -> GenerationResult:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        sampling = request.sampling
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.message_dicts(),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        seed = sampling.seed_for(request.sample_index)
+        if seed is not None:
+            kwargs["seed"] = seed
+        if sampling.stop:
+            kwargs["stop"] = list(sampling.stop)
+        start = time.perf_counter()
+        retries = 0
+        async with self._semaphore:
+            while True:
+                try:
+                    self.stats.calls += 1
+                    response = await asyncio.wait_for(
+                        self.client.chat.completions.create(**kwargs, extra_body=self.extra_body),
+                        timeout=self.timeout_s + 5,
+                    )
+                    break
+                except (TimeoutError, openai.OpenAIError) as exc:
+                    kind, retryable = classify_error(exc)
+                    if not retryable or retries >= self.max_retries:
+                        self.stats.failures[kind] += 1
+                        return GenerationResult(
+                            text=None,
+                            latency_s=time.perf_counter() - start,
+                            error_kind=kind,
+                            error=f"{type(exc).__name__}: {str(exc)[:300]} (after {retries} retries)",
+                            retries=retries,
+                        )
+                    self.stats.retries[kind] += 1
+                    delay = _retry_after(exc)
+                    if delay is None:
+                        delay = backoff_delay(retries, self.backoff_base_s, self.backoff_cap_s, self._rng)
+                    retries += 1
+                    await asyncio.sleep(min(delay, self.backoff_cap_s))
+        choice = response.choices[0]
+        usage = response.usage
+        tokens_in = usage.prompt_tokens if usage else 0
+        tokens_out = usage.completion_tokens if usage else 0
+        self.stats.tokens_in += tokens_in or 0
+        self.stats.tokens_out += tokens_out or 0
+        return GenerationResult(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason,
+            tokens_in=tokens_in or 0,
+            tokens_out=tokens_out or 0,
+            latency_s=time.perf_counter() - start,
+            retries=retries,
+        )
+
+    async def stream(self, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationResult]]:
+        async def run(i: int, request: GenerationRequest) -> tuple[int, GenerationResult]:
+            try:
+                return i, await self._one(request)
+            except Exception as exc:  # a bug or an unexpected payload: keep it as a failed result
+                self.stats.failures["exception"] += 1
+                return i, GenerationResult(text=None, error_kind="exception", error=f"{type(exc).__name__}: {exc}")
+
+        tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(requests)]
+        try:
+            for done in asyncio.as_completed(tasks):
+                yield await done
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def aclose(self) -> None:
+        await self.client.close()

@@ -1,0 +1,166 @@
+"""Backend that runs a Hugging Face causal LM in-process with batched ``generate``.
+
+Same interface and result fields as the HTTP backend, on CPU or GPU. Requests are grouped
+by sampling parameters, sorted by prompt length (less padding), and generated in batches of
+``batch_size`` with left padding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from distillery.backends.base import Backend, GenerationRequest, GenerationResult, SamplingParams
+from distillery.errors import BackendError
+
+
+def pick_device(device: str = "auto") -> str:
+    """``"cuda"`` when asked for ``"auto"`` and a GPU is present, else ``"cpu"``; other values pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model_and_tokenizer(model: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer from a local folder or a Hub name.
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer pads on the left and has a pad token.
+
+    Raises:
+        BackendError: the model cannot be loaded (missing folder, no network for a Hub name).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(device)
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise BackendError(f"teacher: cannot load model {model!r}: {str(e).splitlines()[0]}") from e
+    lm.to(device).eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return lm, tokenizer
+
+
+class TransformersBackend(Backend):
+    """A local ``transformers`` model as a teacher.
+
+    Args:
+        model: a local folder or Hub name.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        dtype: ``"auto"`` (bf16 on GPUs that support it, else fp32) or a torch dtype name.
+        batch_size: requests per ``generate`` call.
+    """
+
+    kind = "transformers"
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> None:
+        super().__init__(model)
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self._lm: Any = None
+        self._tok: Any = None
+
+    async def preflight(self) -> None:
+        """Load the model (once).
+
+        Raises:
+            BackendError: the model cannot be loaded or its tokenizer has no chat template.
+        """
+        if self._lm is None:
+            self._lm, self._tok = await asyncio.to_thread(load_model_and_tokenizer, self.model, self.device, self.dtype)
+            if not getattr(self._tok, "chat_template", None):
+                raise BackendError(f"teacher: the tokenizer of {self.model!r} has no chat template")
+
+    def _generate_batch(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[GenerationResult]:
+        import torch
+
+        tok, lm = self._tok, self._lm
+        texts = [
+            tok.apply_chat_template(r.message_dicts(), tokenize=False, add_generation_prompt=True) for r in requests
+        ]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+        if sampling.seed is not None or sampling.temperature > 0:
+            digest = hashlib.sha256("|".join(self.cache_key(r) for r in requests).encode()).digest()
+            torch.manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": tok.pad_token_id}
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = lm.generate(**enc, **kwargs)
+        elapsed = time.perf_counter() - start
+        prompt_len = enc["input_ids"].shape[1]
+        eos_ids = lm.generation_config.eos_token_id
+        eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) if eos_ids is not None else set()
+        eos.add(tok.eos_token_id)
+        results = []
+        for row in range(len(requests)):
+            gen = out[row, prompt_len:].tolist()
+            n = len(gen)
+            while n and gen[n - 1] == tok.pad_token_id and tok.pad_token_id not in eos:
+                n -= 1
+            stopped = next((k for k, t in enumerate(gen[:n]) if t in eos), None)
+            if stopped is not None:
+                n, finish = stopped + 1, "stop"
+            else:
+                finish = "length" if n >= sampling.max_tokens else "stop"
+            text = tok.decode(gen[:n], skip_special_tokens=True)
+            if sampling.stop:
+                for s in sampling.stop:
+                    cut = text.find(s)
+                    if cut >= 0:
+                        text, finish = text[:cut], "stop"
+            tokens_in = int(enc["attention_mask"][row].sum())
+            results.append(
+                GenerationResult(
+                    text=text, finish_reason=finish, tokens_in=tokens_in, tokens_out=n, latency_s=elapsed
+                )
+            )
+        self.stats.calls += len(requests)
+        self.stats.tokens_in += sum(r.tokens_in for r in results)
+        self.stats.tokens_out += sum(r.tokens_out for r in results)
+        return results
+
+    async def stream(self, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationResult]]:
+        await self.preflight()
+        groups: dict[SamplingParams, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[r.sampling].append(i)
+        for sampling, idx in groups.items():
+            idx.sort(key=lambda i: sum(len(c) for _, c in requests[i].messages))
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                try:
+                    results = await asyncio.to_thread(self._generate_batch, [requests[i] for i in chunk], sampling)
+                except RuntimeError as e:  # e.g. out of memory: keep the failure on the records
+                    self.stats.failures["exception"] += len(chunk)
+                    results = [
+                        GenerationResult(text=None, error_kind="exception", error=f"{type(e).__name__}: {e}")
+                        for _ in chunk
+                    ]
+                for i, result in zip(chunk, results, strict=True):
+                    yield i, result
+
+    async def aclose(self) -> None:
+        self._lm = None
+        self._tok = None

@@ -1,0 +1,104 @@
+"""The ``distillery`` command line (typer)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from distillery import __version__
+from distillery.errors import DistilleryError
+
+app = typer.Typer(
+    name="distillery",
+    help="Generate, verify, filter, deduplicate and decontaminate training data; distill and evaluate students.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def user_errors(fn: Any) -> Any:
+    """Print a :class:`DistilleryError` as one clear message and exit with status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DistilleryError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _parse_set(values: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise DistilleryError(f"--set expects key.path=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+@app.command()
+@user_errors
+def run(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="run directory (overrides output.dir)")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="record unreadable seed rows as rejected and go on")] = False,
+    fresh: Annotated[bool, typer.Option(help="discard earlier results in the run directory (keeps the cache)")] = False,
+    limit: Annotated[int | None, typer.Option(help="use at most this many seeds (overrides seeds.limit)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: key.path=value (JSON)")] = None,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    """Run (or resume) a recipe: generate, verify, filter, deduplicate, decontaminate, write the dataset."""
+    from distillery.pipeline.runner import Pipeline
+    from distillery.recipe import Recipe
+
+    overrides = _parse_set(set_)
+    if limit is not None:
+        overrides["seeds.limit"] = limit
+    r = Recipe.from_yaml(recipe, overrides)
+    Pipeline(r, run_dir=output, skip_bad_rows=skip_bad_rows, fresh=fresh, progress=progress, console=console).run()
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of the table")] = False,
+) -> None:
+    """Print the funnel and figures of a finished run."""
+    from distillery.pipeline.runner import load_report
+    from distillery.report.build import print_funnel
+
+    data = load_report(run_dir)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        print_funnel(data, Console())
+
+
+@app.command()
+def version() -> None:
+    """Print distillery's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point for ``python -m distillery``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Benchmarks to decontaminate against: a registry of named loaders and a reader for files.
+
+A benchmark is a loader: a callable with no arguments returning an iterable of
+``(item_id, text)`` pairs, the text being what the index matches against (an id may
+repeat when an item has several texts). Built-in, shipped with the package (see
+``data/SOURCES.md``):
+
+- ``gsm8k_test``: GSM8K test split (Cobbe et al., 2021), 1,319 items, ids ``gsm8k-test-<row>``;
+  text = question + worked answer (calculator annotations ``<<...>>`` removed).
+- ``math500``: MATH-500 (Hendrycks et al., 2021; the PRM800K subset), 500 items, ids =
+  ``unique_id``; text = problem + solution.
+- ``humaneval``: HumanEval (Chen et al., 2021), 164 items, ids = ``task_id``; text =
+  prompt + canonical solution.
+
+Other modules add theirs with :func:`register_benchmark`; recipes may also name a file
+(:func:`read_benchmark_file`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from distillery.errors import RecipeError
+
+BenchmarkLoader = Callable[[], Iterable[tuple[str, str]]]
+"""A callable returning ``(item_id, text)`` pairs."""
+
+_LOADERS: dict[str, BenchmarkLoader] = {}
+_version = 0
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def register_benchmark(name: str, loader: BenchmarkLoader, *, replace: bool = False) -> None:
+    """Make ``loader`` available under ``name`` (in recipes: ``benchmarks: [<name>]``).
+
+    Registering the same loader again is a no-op.
+
+    Raises:
+        ValueError: ``name`` is empty, or already names another loader and ``replace`` is false.
+    """
+    if not name:
+        raise ValueError("benchmark name must not be empty")
+    global _version
+    if _LOADERS.get(name) is loader:
+        return
+    if name in _LOADERS and not replace:
+        raise ValueError(f"benchmark {name!r} is already registered (pass replace=True to replace it)")
+    _LOADERS[name] = loader
+    _version += 1
+
+
+def unregister_benchmark(name: str) -> None:
+    """Remove ``name`` from the registry (no-op when absent)."""
+    global _version
+    if _LOADERS.pop(name, None) is not None:
+        _version += 1
+
+
+def registered_benchmarks() -> list[str]:
+    """Names of the registered benchmarks, sorted."""
+    return sorted(_LOADERS)
+
+
+def registry_version() -> int:
+    """A counter bumped by every registration (lets caches of built indexes notice changes)."""
+    return _version
+
+
+def load_benchmark(name: str) -> list[tuple[str, str]]:
+    """The ``(item_id, text)`` pairs of the registered benchmark ``name``.
+
+    Raises:
+        KeyError: no benchmark of that name (the message lists the registered ones).
+    """
+    if name not in _LOADERS:
+        raise KeyError(f"unknown benchmark {name!r}; registered: {', '.join(registered_benchmarks())}")
+    return [(str(item_id), text) for item_id, text in _LOADERS[name]()]
+
+
+def _packaged_jsonl(*parts: str) -> Iterator[dict[str, Any]]:
+    path = resources.files("distillery.decontaminate").joinpath("data", *parts)
+    with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _gsm8k_test() -> Iterator[tuple[str, str]]:
+    for row in _packaged_jsonl("gsm8k", "test.jsonl.gz"):
+        yield row["id"], row["question"] + "\n" + _CALCULATOR.sub("", row["answer"])
+
+
+def _math500() -> Iterator[tuple[str, str]]:
+    for row in _packaged_jsonl("math500", "test.jsonl.gz"):
+        yield row["unique_id"], row["problem"] + "\n" + row["solution"]
+
+
+def _humaneval() -> Iterator[tuple[str, str]]:
+    for row in _packaged_jsonl("humaneval", "HumanEval.jsonl.gz"):
+        yield row["task_id"], row["prompt"] + row["canonical_solution"]
+
+
+register_benchmark("gsm8k_test", _gsm8k_test)
+register_benchmark("math500", _math500)
+register_benchmark("humaneval", _humaneval)
+
+
+def read_benchmark_file(
+    path: str | Path, text_fields: list[str], id_field: str | None = None, name: str | None = None
+) -> list[tuple[str, str]]:
+    """Read a benchmark from a JSONL, JSONL.gz or Parquet file.
+
+    Args:
+        path: the file (``.jsonl``, ``.jsonl.gz`` or ``.parquet``).
+        text_fields: fields whose values, joined by ``"\\n"``, form an item's text
+            (``None`` values count as empty).
+        id_field: field holding the item id; default ``"<name>-<row>"`` (0-based row).
+        name: prefix of default ids; default the file name without its suffixes.
+
+    Returns:
+        ``(item_id, text)`` pairs in file order.
+
+    Raises:
+        RecipeError: the file is missing, has an unsupported suffix, cannot be parsed, or
+            a row lacks a field (message names the file, line and field).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"decontamination benchmark file not found: {path}")
+    if not text_fields:
+        raise RecipeError(f"{path}: text_fields must name at least one field")
+    prefix = name or path.name.split(".")[0]
+    suffix = path.name.lower()
+    if suffix.endswith(".parquet"):
+        rows: Iterable[tuple[int, dict[str, Any]]] = _parquet_rows(
+            path, [*text_fields, *([id_field] if id_field else [])]
+        )
+    elif suffix.endswith((".jsonl", ".jsonl.gz")):
+        rows = _jsonl_rows(path)
+    else:
+        raise RecipeError(f"{path}: benchmark files must be .jsonl, .jsonl.gz or .parquet")
+    items = []
+    for line, row in rows:
+        for key in (*text_fields, *([id_field] if id_field else [])):
+            if key not in row:
+                raise RecipeError(
+                    f"{path}:{line}: benchmark row has no field {key!r} (fields: {sorted(row)})"
+                )
+        text = "\n".join("" if row[k] is None else str(row[k]) for k in text_fields)
+        item_id = str(row[id_field]) if id_field else f"{prefix}-{len(items)}"
+        items.append((item_id, text))
+    return items
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecipeError(f"{path}:{line_no}: not valid JSON: {e.msg}") from e
+            if not isinstance(row, dict):
+                raise RecipeError(f"{path}:{line_no}: expected a JSON object per line")
+            yield line_no, row
+
+
+def _parquet_rows(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        raise RecipeError(f"{path}: cannot read Parquet: {e}") from e
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise RecipeError(
+            f"{path}: benchmark file has no column {missing[0]!r} (columns: {pf.schema_arrow.names})"
+        )
+    row_no = 0
+    for batch in pf.iter_batches(columns=list(dict.fromkeys(columns))):
+        for row in batch.to_pylist():
+            row_no += 1
+            yield row_no, row

@@ -1,0 +1,185 @@
+"""The stage: one check applied to every live record of a batch.
+
+A stage is one small class with one method, :meth:`Stage.check`, returning a
+:class:`Check`. The shared mechanism lives here, not in each stage: the runner calls
+:meth:`Stage.apply` on a batch, which skips records already rejected, records a verdict on
+every record it sees, marks failures rejected with their reason, and counts records in and
+out, reasons and time (the datatrove ``BaseFilter`` pattern).
+
+Stages that need the whole batch at once (a model forward pass, a process pool) override
+:meth:`Stage.check_batch`. Stages that remember what they have accepted (deduplication)
+set ``stateful = True``: they are run after every stateless stage, must treat earlier
+records of the same batch as already seen, and are told which records were finally
+accepted through :meth:`Stage.commit` (also used to rebuild their state on resume).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from distillery.records import add_verdict
+
+STAGE_KINDS = ("read", "generate", "verify", "filter", "decontaminate", "dedup")
+
+
+@dataclass
+class Check:
+    """The outcome of one stage on one record.
+
+    Attributes:
+        passed: whether the record survives the stage.
+        reason: on failure, a short reason naming the rule and the value, e.g.
+            ``"too_short: 3 < 10 tokens"``. Its part before ``":"`` is the reason category
+            counted in the report. Ignored when ``passed``.
+        detail: JSON-serialisable facts worth keeping on the record (extracted answers,
+            matched ids, scores), stored in the verdict.
+    """
+
+    passed: bool
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageStats:
+    """Counters of one stage over a run: records in and out, seconds, failure reasons."""
+
+    name: str
+    kind: str
+    records_in: int = 0
+    records_out: int = 0
+    seconds: float = 0.0
+    reasons: Counter = field(default_factory=Counter)
+
+    def merge(self, other: StageStats) -> None:
+        """Add ``other``'s counts into these."""
+        self.records_in += other.records_in
+        self.records_out += other.records_out
+        self.seconds += other.seconds
+        self.reasons.update(other.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the counters."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "in": self.records_in,
+            "out": self.records_out,
+            "seconds": round(self.seconds, 4),
+            "reasons": dict(self.reasons.most_common()),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageStats:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            name=data["name"],
+            kind=data["kind"],
+            records_in=data["in"],
+            records_out=data["out"],
+            seconds=data["seconds"],
+            reasons=Counter(data.get("reasons", {})),
+        )
+
+
+def reason_category(reason: str | None) -> str:
+    """The category of a rejection reason: its text before the first ``":"``."""
+    if not reason:
+        return "unspecified"
+    return reason.split(":", 1)[0].strip() or "unspecified"
+
+
+class Stage:
+    """Base class of verifiers, filters, decontamination and deduplication stages.
+
+    Subclasses set ``kind`` and implement :meth:`check` (or :meth:`check_batch`).
+    ``cost`` is a relative per-record cost used to run cheap stages first
+    (about: 1 = a regex over the text, 10 = a parse, 100 = a subprocess, 1000 = a model call).
+
+    Args:
+        name: the stage's name in verdicts and the report; defaults to the class's ``type_name``.
+    """
+
+    kind: ClassVar[str] = "filter"
+    type_name: ClassVar[str] = "stage"
+    cost: ClassVar[float] = 1.0
+    stateful: ClassVar[bool] = False
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.type_name
+        self.stats = StageStats(self.name, self.kind)
+
+    # -- what a stage implements -------------------------------------------------------
+    def check(self, record: dict[str, Any]) -> Check:
+        """Judge one record. Must not mutate it; return a :class:`Check`."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither check nor check_batch")
+
+    def check_batch(self, records: list[dict[str, Any]]) -> list[Check]:
+        """Judge live records in order; default: :meth:`check` on each."""
+        return [self.check(r) for r in records]
+
+    def commit(self, records: list[dict[str, Any]]) -> None:
+        """Stateful stages: remember ``records``, the batch's finally accepted ones, in order."""
+
+    def close(self) -> None:
+        """Release resources (processes, models). Called once at the end of a run."""
+
+    # -- the shared mechanism ----------------------------------------------------------
+    def apply(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Check the live (still accepted) records of ``records`` and record verdicts.
+
+        Returns the records that survive. Rejected records are marked in place
+        (``accepted=False``, ``reject_stage``, ``reject_reason``); none is dropped.
+
+        Raises:
+            RuntimeError: ``check_batch`` returned a different number of checks than records.
+        """
+        live = [r for r in records if r["accepted"]]
+        if not live:
+            return []
+        start = time.perf_counter()
+        checks = self.check_batch(live)
+        if len(checks) != len(live):
+            raise RuntimeError(f"stage {self.name}: {len(checks)} checks for {len(live)} records")
+        survivors = []
+        for record, check in zip(live, checks, strict=True):
+            detail = dict(check.detail)
+            if not check.passed:
+                detail["reason"] = check.reason or self.name
+                self.stats.reasons[reason_category(check.reason)] += 1
+            add_verdict(record, self.kind, self.name, check.passed, detail)
+            if check.passed:
+                survivors.append(record)
+        self.stats.records_in += len(live)
+        self.stats.records_out += len(survivors)
+        self.stats.seconds += time.perf_counter() - start
+        return survivors
+
+
+@dataclass
+class BuildContext:
+    """What a stage config may need to build its stage.
+
+    Attributes:
+        base_dir: folder that relative paths in the recipe are resolved against (the
+            recipe's folder).
+        run_dir: the run directory (for caches or artefacts a stage writes), or ``None``
+            outside a run.
+        extras: shared objects later stages may need (e.g. a judge backend), by name.
+    """
+
+    base_dir: Any = None
+    run_dir: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, path: str) -> Any:
+        """``path`` resolved against :attr:`base_dir` unless absolute."""
+        from pathlib import Path
+
+        p = Path(path).expanduser()
+        if p.is_absolute() or self.base_dir is None:
+            return p
+        return Path(self.base_dir) / p

@@ -1,0 +1,396 @@
+"""Recipes: a YAML file (or Python object) saying what a run does.
+
+Every section is a pydantic model that forbids unknown keys, so a typo, a wrong type or a
+missing file is reported with its key path and a hint before any work starts::
+
+    recipe.yaml: teacher.sampling.temprature: unknown key (did you mean 'temperature'?)
+
+A recipe is a thin layer over the Python API: ``Recipe.from_yaml(path)`` or ``Recipe(...)``
+then :class:`distillery.pipeline.runner.Pipeline`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distillery.backends.base import SamplingParams
+from distillery.decontaminate.stage import DecontaminationConfig
+from distillery.errors import RecipeError
+from distillery.pipeline.registry import DEDUP, FILTERS, VERIFIERS, config_union
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeedsConfig(_Strict):
+    """Where seeds come from.
+
+    Attributes:
+        path: a JSONL(.gz) / Parquet / CSV file, a saved ``datasets`` folder, a Hub dataset
+            name (with ``format: hub``) or ``builtin:<name>`` (e.g. ``builtin:arith``);
+            relative paths are resolved against the recipe's folder.
+        format: ``auto`` (from the name) or one of jsonl, parquet, csv, hf, hub, builtin.
+        fields: renames: seed field name used in templates and stages -> source column.
+        id_field: the seed field that holds a stable id, if any.
+        response_field: in curate mode, the seed field holding an existing response;
+            generation is skipped and the rest of the pipeline runs on it.
+        response_template: instead of ``response_field``, a Jinja2 template over the seed's
+            fields that makes the response (e.g. ``"{{ answer.split('####')[0] | trim }}"``).
+        limit: use at most this many rows.
+        shuffle_seed: shuffle rows with this seed before ``limit`` (reads the whole source).
+        split, subset: split and configuration of a ``datasets`` folder or Hub dataset.
+        options: options of a ``builtin:`` source (e.g. ``{n: 1000, split: train, seed: 0}``).
+    """
+
+    path: str
+    format: Literal["auto", "jsonl", "parquet", "csv", "hf", "hub", "builtin"] = "auto"
+    fields: dict[str, str] = {}
+    id_field: str | None = "id"
+    response_field: str | None = None
+    response_template: str | None = None
+    limit: int | None = Field(None, ge=1)
+    shuffle_seed: int | None = None
+    split: str | None = None
+    subset: str | None = None
+    options: dict[str, Any] = {}
+
+
+class FewShotTurn(_Strict):
+    """One worked example shown before the question."""
+
+    user: str
+    assistant: str
+
+
+class PromptConfig(_Strict):
+    """The chat messages sent for each seed (Jinja2 templates over the seed's fields)."""
+
+    system: str | None = None
+    template: str = "{{ question }}"
+    few_shot: list[FewShotTurn] = []
+
+
+class SamplingConfig(_Strict):
+    """Sampling parameters (OpenAI names). ``seed``: request i of a prompt uses ``seed + i``."""
+
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = 0
+    stop: list[str] | None = None
+
+    def params(self) -> SamplingParams:
+        """As the frozen :class:`SamplingParams` backends take."""
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            stop=tuple(self.stop) if self.stop else None,
+        )
+
+
+class TeacherConfig(_Strict):
+    """The model that writes candidates.
+
+    Attributes:
+        backend: ``openai`` (any OpenAI-compatible server) or ``transformers`` (in-process).
+        model: the server's model name, or a local folder / Hub name for ``transformers``;
+            ``builtin:teacher`` / ``builtin:student`` name the models shipped with distillery.
+        base_url: server URL, e.g. ``http://127.0.0.1:8000/v1`` (``openai`` backend).
+        api_key_env: environment variable holding the API key (unset: no key).
+        concurrency: requests in flight (``openai``); timeout_s: per request; max_retries: on 429/5xx/timeouts.
+        batch_size, device, dtype: ``transformers`` backend.
+    """
+
+    backend: Literal["openai", "transformers"] = "openai"
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    concurrency: int = Field(16, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    dtype: str = "auto"
+    sampling: SamplingConfig = SamplingConfig()
+
+    def api_key(self) -> str | None:
+        """The API key from :attr:`api_key_env`.
+
+        Raises:
+            RecipeError: the variable is named but not set.
+        """
+        if not self.api_key_env:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if value is None:
+            raise RecipeError(f"teacher.api_key_env: environment variable {self.api_key_env} is not set")
+        return value
+
+
+class GenerationConfig(_Strict):
+    """Rejection sampling with adaptive best-of-N.
+
+    Attributes:
+        samples_per_prompt: most candidates drawn per prompt (N).
+        accept_per_prompt: stop sampling a prompt once it has this many accepted candidates
+            (``None``: draw all N and keep every accepted one).
+        wave_size: candidates requested per prompt per wave (default: the number still wanted).
+    """
+
+    samples_per_prompt: int = Field(1, ge=1)
+    accept_per_prompt: int | None = Field(None, ge=1)
+    wave_size: int | None = Field(None, ge=1)
+
+
+class OutputConfig(_Strict):
+    """The run directory and what is written there.
+
+    Attributes:
+        dir: the run directory (relative to the current directory, not the recipe).
+        jsonl: also write ``accepted.jsonl`` and ``rejected.jsonl``.
+        batch_size: seeds per batch; each finished batch is checkpointed.
+        cache: response cache file (default ``<dir>/cache.sqlite``); share one between runs to reuse responses.
+    """
+
+    dir: str = "runs/default"
+    jsonl: bool = False
+    batch_size: int = Field(64, ge=1)
+    cache: str | None = None
+
+
+class PricingConfig(_Strict):
+    """Price table for the cost estimate, per million tokens."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+    currency: str = "USD"
+
+
+VerifierConfig = config_union(VERIFIERS)
+FilterConfig = config_union(FILTERS)
+DedupStageConfig = config_union(DEDUP)
+
+
+class Recipe(_Strict):
+    """A whole run: seeds, prompt, teacher, generation, verifiers, filters, dedup,
+    decontamination and output. See the README for a commented example."""
+
+    name: str = "default"
+    description: str | None = None
+    seeds: SeedsConfig
+    prompt: PromptConfig = PromptConfig()
+    teacher: TeacherConfig | None = None
+    generation: GenerationConfig = GenerationConfig()
+    verifiers: list[VerifierConfig] = []  # type: ignore[valid-type]
+    filters: list[FilterConfig] = []  # type: ignore[valid-type]
+    dedup: list[DedupStageConfig] = []  # type: ignore[valid-type]
+    decontamination: DecontaminationConfig | None = None
+    stage_order: Literal["auto", "recipe"] = "auto"
+    output: OutputConfig = OutputConfig()
+    pricing: PricingConfig = PricingConfig()
+    base_dir: str | None = Field(None, exclude=True, description="folder relative paths resolve against")
+
+    @model_validator(mode="after")
+    def _teacher_unless_curating(self) -> Recipe:
+        if self.seeds.response_field and self.seeds.response_template:
+            raise ValueError("seeds: set response_field or response_template, not both")
+        if self.teacher is None and not self.curate:
+            raise ValueError("a teacher is needed unless seeds.response_field or seeds.response_template is set (curate mode)")
+        return self
+
+    @property
+    def curate(self) -> bool:
+        """Curate mode: seeds carry responses, generation is skipped."""
+        return self.seeds.response_field is not None or self.seeds.response_template is not None
+
+    def response_template(self) -> str | None:
+        """Curate mode: the Jinja2 template that makes a response from a seed."""
+        if self.seeds.response_template is not None:
+            return self.seeds.response_template
+        if self.seeds.response_field is not None:
+            return "{{ " + self.seeds.response_field + " }}"
+        return None
+
+    def resolve(self, path: str) -> Path:
+        """``path`` resolved against the recipe's folder (unless absolute)."""
+        p = Path(path).expanduser()
+        if p.is_absolute() or self.base_dir is None:
+            return p
+        return Path(self.base_dir) / p
+
+    def data_hash(self) -> str:
+        """sha256 (16 hex) of everything that changes the data a run produces (not output
+        location or concurrency): two recipes with the same hash can share a run directory."""
+        data = self.model_dump(mode="json", exclude={"output", "base_dir", "description"})
+        if data.get("teacher"):
+            for key in ("concurrency", "timeout_s", "max_retries", "batch_size", "api_key_env", "base_url"):
+                data["teacher"].pop(key, None)
+        data["pricing"] = None
+        data["output_batch_size"] = self.output.batch_size
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        """The recipe as YAML, with defaults filled in (the resolved recipe)."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"base_dir"}), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+        """Load, validate and check the files of a recipe.
+
+        Args:
+            path: the YAML file.
+            overrides: dotted keys to set after loading, e.g. ``{"seeds.limit": 10}``.
+
+        Raises:
+            RecipeError: unreadable YAML, unknown key, wrong type, missing file; the message
+                names the file, the key path and a hint.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise RecipeError(f"{path}: recipe not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{path}: not valid YAML: {e}") from e
+        except UnicodeDecodeError as e:
+            raise RecipeError(f"{path}: not valid UTF-8 (byte {e.start})") from e
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a recipe is a mapping of sections (seeds, prompt, teacher, ...)")
+        for key, value in (overrides or {}).items():
+            _set_dotted(data, key, value)
+        data["base_dir"] = str(path.resolve().parent)
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
+        """Validate a recipe given as a dict (see :meth:`from_yaml`)."""
+        try:
+            recipe = cls.model_validate(data)
+        except ValidationError as e:
+            raise RecipeError(format_validation_error(e, data, source)) from None
+        recipe.check_files(source)
+        return recipe
+
+    def check_files(self, source: str = "recipe") -> None:
+        """Check that every local file the recipe names exists.
+
+        Raises:
+            RecipeError: naming the key and the path that was looked for.
+        """
+        fmt = self.seeds.format
+        if fmt not in ("hub", "builtin") and not self.seeds.path.startswith("builtin:"):
+            p = self.resolve(self.seeds.path)
+            if not p.exists():
+                hint = " (for a Hugging Face Hub dataset set seeds.format: hub)" if "/" in self.seeds.path else ""
+                raise RecipeError(f"{source}: seeds.path: file not found: {p}{hint}")
+        if self.teacher and self.teacher.backend == "transformers":
+            model = self.teacher.model
+            local = self.resolve(model)
+            if model.startswith((".", "/", "~")) and not local.exists():
+                raise RecipeError(f"{source}: teacher.model: folder not found: {local}")
+        if self.decontamination is not None and hasattr(self.decontamination, "benchmarks"):
+            for i, bench in enumerate(self.decontamination.benchmarks):
+                bpath = getattr(bench, "path", None)
+                if bpath and not self.resolve(bpath).exists():
+                    raise RecipeError(
+                        f"{source}: decontamination.benchmarks.{i}.path: file not found: {self.resolve(bpath)}"
+                    )
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _model_at(model: Any, loc: tuple[Any, ...], data: Any) -> tuple[Any, Any]:
+    """Walk ``loc`` through the model classes (and data), returning (model class or None, data) at its parent."""
+    import typing
+
+    current: Any = model
+    node: Any = data
+    for part in loc[:-1]:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None, node
+        field = current.model_fields.get(part)
+        if field is None:
+            return None, node
+        ann = field.annotation
+        current = _unwrap(ann, node, typing)
+    return current, node
+
+
+def _unwrap(ann: Any, node: Any, typing: Any) -> Any:
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(ann)[0], node, typing)
+    if origin in (list, tuple):
+        args = typing.get_args(ann)
+        return _unwrap(args[0], node[0] if isinstance(node, list) and node else None, typing) if args else None
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        members = [a for a in typing.get_args(ann) if a is not type(None)]
+        wanted = node.get("type") if isinstance(node, dict) else None
+        for m in members:
+            m = _unwrap(m, node, typing)
+            if isinstance(m, type) and issubclass(m, BaseModel):
+                t = m.model_fields.get("type")
+                if wanted is None or (t is not None and t.default == wanted):
+                    return m
+        return members[0] if members else None
+    return ann
+
+
+def format_validation_error(error: ValidationError, data: dict[str, Any], source: str) -> str:
+    """Turn a pydantic error into lines ``source: key.path: problem (hint)``."""
+    lines = []
+    for err in error.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.endswith("]")))
+        # pydantic adds the union member's tag to the location; drop tags that are not keys
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p in _tag_names()))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent, _ = _model_at(Recipe, loc, data)
+            hint = ""
+            if isinstance(parent, type) and issubclass(parent, BaseModel):
+                allowed = [k for k in parent.model_fields if k != "base_dir"]
+                close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            lines.append(f"{source}: {path}: unknown key{hint}")
+        elif kind == "missing":
+            lines.append(f"{source}: {path}: required key is missing")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            ctx = err.get("ctx", {})
+            lines.append(f"{source}: {path}: unknown type {ctx.get('tag', '')!r}; expected one of {ctx.get('expected_tags', '')}")
+        else:
+            given = err.get("input")
+            shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
+            lines.append(f"{source}: {path}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _tag_names() -> set[str]:
+    from distillery.pipeline.registry import type_names
+
+    return set(type_names(VERIFIERS) + type_names(FILTERS) + type_names(DEDUP))

@@ -1,0 +1,202 @@
+"""The record: one candidate (or one rejected input row) and its provenance.
+
+A record is a plain ``dict`` while it moves through the pipeline, so stages stay cheap
+and users can read it without our classes. :data:`RECORD_FIELDS` lists the keys every
+record carries once the pipeline has seen it; :func:`new_record` makes one with every key
+present. The seed's own fields live under ``record["seed"]`` (a dict), so seed columns
+never collide with ours.
+
+Fields (Arrow type in brackets):
+
+- ``id`` [string]: the seed's ``id`` field if it has one, else ``<seed_source_stem>-<seed_index>``;
+  candidates add ``#<sample_index>`` so ids are unique per record.
+- ``seed_id`` [string], ``seed_index`` [int64], ``seed_source`` [string]: where the seed came from.
+- ``seed`` [struct]: the seed row's fields, as read.
+- ``messages`` [list<struct<role, content>>]: the chat messages sent to the teacher.
+- ``response`` [string]: the candidate text (the teacher's completion, or the seed's own
+  response in curate mode).
+- ``teacher`` [string], ``backend`` [string]: model name and backend kind (``openai``,
+  ``transformers``, ``seed`` in curate mode).
+- ``sampling`` [string, JSON]: the sampling parameters of the request.
+- ``prompt_template_hash`` [string]: sha256 (first 16 hex) of the system prompt, template and few-shot.
+- ``sample_index`` [int64]: which sample of this prompt (0-based); the cache key includes it.
+- ``tokens_in``, ``tokens_out`` [int64]; ``latency_s`` [float64]; ``finish_reason`` [string];
+  ``cached`` [bool]: whether the response came from the response cache.
+- ``verdicts`` [list<struct<stage, name, passed, detail>>]: every check made, in order;
+  ``detail`` is a JSON string.
+- ``accepted`` [bool]; ``reject_stage`` [string]; ``reject_reason`` [string].
+- ``distillery_version`` [string]; ``created_at`` [string, ISO 8601 UTC].
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from distillery import __version__
+
+RECORD_FIELDS: tuple[str, ...] = (
+    "id",
+    "seed_id",
+    "seed_index",
+    "seed_source",
+    "seed",
+    "messages",
+    "response",
+    "teacher",
+    "backend",
+    "sampling",
+    "prompt_template_hash",
+    "sample_index",
+    "tokens_in",
+    "tokens_out",
+    "latency_s",
+    "finish_reason",
+    "cached",
+    "verdicts",
+    "accepted",
+    "reject_stage",
+    "reject_reason",
+    "distillery_version",
+    "created_at",
+)
+
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+VERDICT_TYPE = pa.struct(
+    [("stage", pa.string()), ("name", pa.string()), ("passed", pa.bool_()), ("detail", pa.string())]
+)
+
+# Arrow types of every field but ``seed`` (whose struct type is inferred from the seeds).
+FIXED_TYPES: dict[str, pa.DataType] = {
+    "id": pa.string(),
+    "seed_id": pa.string(),
+    "seed_index": pa.int64(),
+    "seed_source": pa.string(),
+    "messages": pa.list_(MESSAGE_TYPE),
+    "response": pa.string(),
+    "teacher": pa.string(),
+    "backend": pa.string(),
+    "sampling": pa.string(),
+    "prompt_template_hash": pa.string(),
+    "sample_index": pa.int64(),
+    "tokens_in": pa.int64(),
+    "tokens_out": pa.int64(),
+    "latency_s": pa.float64(),
+    "finish_reason": pa.string(),
+    "cached": pa.bool_(),
+    "verdicts": pa.list_(VERDICT_TYPE),
+    "accepted": pa.bool_(),
+    "reject_stage": pa.string(),
+    "reject_reason": pa.string(),
+    "distillery_version": pa.string(),
+    "created_at": pa.string(),
+}
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC string with seconds precision."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def new_record(**fields: Any) -> dict[str, Any]:
+    """A record with every key of :data:`RECORD_FIELDS`, defaults filled, ``fields`` applied.
+
+    Raises:
+        KeyError: a key of ``fields`` is not a record field.
+    """
+    unknown = set(fields) - set(RECORD_FIELDS)
+    if unknown:
+        raise KeyError(f"not record fields: {sorted(unknown)}")
+    record: dict[str, Any] = {
+        "id": None,
+        "seed_id": None,
+        "seed_index": None,
+        "seed_source": None,
+        "seed": {},
+        "messages": [],
+        "response": None,
+        "teacher": None,
+        "backend": None,
+        "sampling": None,
+        "prompt_template_hash": None,
+        "sample_index": None,
+        "tokens_in": None,
+        "tokens_out": None,
+        "latency_s": None,
+        "finish_reason": None,
+        "cached": False,
+        "verdicts": [],
+        "accepted": True,
+        "reject_stage": None,
+        "reject_reason": None,
+        "distillery_version": __version__,
+        "created_at": utc_now(),
+    }
+    record.update(fields)
+    return record
+
+
+def add_verdict(record: dict[str, Any], stage: str, name: str, passed: bool, detail: dict | None = None) -> None:
+    """Append a verdict to ``record["verdicts"]``; on failure mark the record rejected.
+
+    The first failing verdict sets ``reject_stage`` (``name``) and ``reject_reason``
+    (``detail["reason"]`` if given, else ``name``); later verdicts never overwrite it.
+    """
+    detail = dict(detail or {})
+    record["verdicts"].append(
+        {"stage": stage, "name": name, "passed": bool(passed), "detail": json.dumps(detail, default=str, sort_keys=True)}
+    )
+    if not passed and record["accepted"]:
+        record["accepted"] = False
+        record["reject_stage"] = name
+        record["reject_reason"] = str(detail.get("reason") or name)
+
+
+def verdict_detail(verdict: dict[str, Any]) -> dict[str, Any]:
+    """The ``detail`` of a verdict decoded from its JSON string."""
+    return json.loads(verdict["detail"]) if verdict.get("detail") else {}
+
+
+def prompt_text(record: dict[str, Any]) -> str:
+    """The content of the last user message of ``record["messages"]`` ("" when none).
+
+    In curate mode, where nothing is sent to a teacher, the messages are still built from
+    the prompt template, so this is the prompt the response answers.
+    """
+    for message in reversed(record.get("messages") or []):
+        if message.get("role") == "user":
+            return message.get("content") or ""
+    return ""
+
+
+def record_text(record: dict[str, Any], fields: tuple[str, ...] | list[str] = ("prompt", "response")) -> str:
+    """The text of ``record`` that a text stage should look at, fields joined by ``"\\n"``.
+
+    Args:
+        record: a pipeline record.
+        fields: names among ``"prompt"`` (last user message), ``"response"``, ``"messages"``
+            (every message's content) and ``"seed.<field>"`` (a seed field).
+
+    Raises:
+        KeyError: an unknown field name, or a ``seed.<field>`` the seed lacks.
+    """
+    parts: list[str] = []
+    for name in fields:
+        if name == "prompt":
+            parts.append(prompt_text(record))
+        elif name == "response":
+            parts.append(record.get("response") or "")
+        elif name == "messages":
+            parts.extend(m.get("content") or "" for m in record.get("messages") or [])
+        elif name.startswith("seed."):
+            key = name[5:]
+            if key not in record["seed"]:
+                raise KeyError(f"seed has no field {key!r} (fields: {sorted(record['seed'])})")
+            value = record["seed"][key]
+            parts.append("" if value is None else str(value))
+        else:
+            raise KeyError(f"unknown text field {name!r}; use prompt, response, messages or seed.<field>")
+    return "\n".join(parts)

@@ -1,0 +1,161 @@
+"""Finishing a run: merge shards into the dataset, compute the report, write the card."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from distillery import __version__
+from distillery.io.atomic import atomic_write_text
+from distillery.io.shards import ShardStore
+from distillery.pipeline.stage import Stage, StageStats
+from distillery.recipe import Recipe
+from distillery.records import utc_now
+from distillery.report.card import dataset_card
+
+
+def aggregate(markers: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Sum the per-batch markers of a run into run totals (stage stats merged by name, in order)."""
+    totals: Counter = Counter()
+    stages: dict[str, StageStats] = {}
+    for _, m in sorted(markers.items()):
+        for key in (
+            "seeds", "candidates", "accepted", "rejected", "prompts", "prompts_with_accepted", "cache_hits",
+            "backend_calls", "waves", "tokens_in", "tokens_out", "billed_tokens_in", "billed_tokens_out", "retries",
+        ):
+            totals[key] += m.get(key, 0)
+        totals["seconds"] += m.get("seconds", 0.0)
+        for s in m["stages"]:
+            st = StageStats.from_dict(s)
+            if st.name in stages:
+                stages[st.name].merge(st)
+            else:
+                stages[st.name] = st
+    return {"totals": dict(totals), "stages": list(stages.values())}
+
+
+def build_report(recipe: Recipe, markers: dict[int, dict[str, Any]], session: dict[str, Any]) -> dict[str, Any]:
+    """The ``report.json`` content from the batch markers.
+
+    Keys: ``funnel`` (``[{stage, in, out}]``, seeds first, accepted last), ``accept_rate``
+    (accepted / candidates), ``tokens``, ``wall_time_s`` (sum of batch times over all
+    sessions), ``throughput``, ``failures`` (by kind), ``cost`` (from ``recipe.pricing``),
+    ``cache``, ``stages`` (per stage: in, out, seconds, rejection reasons).
+    """
+    agg = aggregate(markers)
+    t = agg["totals"]
+    stages: list[StageStats] = agg["stages"]
+    funnel = []
+    for st in stages:
+        label = "seeds" if st.kind == "read" else st.name
+        funnel.append({"stage": label, "kind": st.kind, "in": st.records_in, "out": st.records_out})
+    candidates = t.get("candidates", 0)
+    accepted = t.get("accepted", 0)
+    failures: Counter = Counter()
+    for st in stages:
+        if st.kind in ("read", "generate"):
+            failures.update(st.reasons)
+    gen = next((s for s in stages if s.kind == "generate"), None)
+    gen_seconds = gen.seconds if gen else 0.0
+    seconds = t.get("seconds", 0.0)
+    price = recipe.pricing
+    cost = (t.get("billed_tokens_in", 0) * price.input_per_million + t.get("billed_tokens_out", 0) * price.output_per_million) / 1e6
+    calls = t.get("backend_calls", 0)
+    return {
+        "name": recipe.name,
+        "recipe_hash": recipe.data_hash(),
+        "distillery_version": __version__,
+        "mode": "curate" if recipe.curate else "generate",
+        "teacher": None if recipe.teacher is None else {"backend": recipe.teacher.backend, "model": recipe.teacher.model},
+        "finished_at": utc_now(),
+        "funnel": funnel,
+        "seeds": t.get("seeds", 0),
+        "prompts": t.get("prompts", 0),
+        "candidates": candidates,
+        "accepted": accepted,
+        "rejected": t.get("rejected", 0),
+        "accept_rate": round(accepted / candidates, 4) if candidates else 0.0,
+        "prompts_with_accepted": t.get("prompts_with_accepted", 0),
+        "prompt_yield": round(t.get("prompts_with_accepted", 0) / t["prompts"], 4) if t.get("prompts") else 0.0,
+        "tokens": {
+            "in": t.get("tokens_in", 0),
+            "out": t.get("tokens_out", 0),
+            "billed_in": t.get("billed_tokens_in", 0),
+            "billed_out": t.get("billed_tokens_out", 0),
+        },
+        "wall_time_s": round(seconds, 3),
+        "generation_time_s": round(gen_seconds, 3),
+        "throughput": {
+            "requests_per_s": round(calls / gen_seconds, 3) if gen_seconds else None,
+            "candidates_per_s": round(candidates / seconds, 3) if seconds else None,
+            "accepted_per_s": round(accepted / seconds, 3) if seconds else None,
+            "tokens_out_per_s": round(t.get("billed_tokens_out", 0) / gen_seconds, 1) if gen_seconds else None,
+        },
+        "failures": dict(failures.most_common()),
+        "retries": t.get("retries", 0),
+        "cache": {"hits": t.get("cache_hits", 0), "backend_calls": calls, "session_backend_calls": session.get("backend_calls", 0)},
+        "waves": t.get("waves", 0),
+        "cost": {
+            "currency": price.currency,
+            "estimated": round(cost, 6),
+            "per_accepted": round(cost / accepted, 8) if accepted else None,
+            "input_per_million": price.input_per_million,
+            "output_per_million": price.output_per_million,
+        },
+        "stages": [s.to_dict() for s in stages],
+        "batches": len(markers),
+    }
+
+
+def print_funnel(report: dict[str, Any], console: Console) -> None:
+    """Print the funnel table and headline figures of a report."""
+    table = Table(title=f"distillery · {report['name']} · funnel")
+    table.add_column("stage")
+    table.add_column("kind")
+    table.add_column("in", justify="right")
+    table.add_column("out", justify="right")
+    table.add_column("kept", justify="right")
+    table.add_column("top rejection reasons")
+    reasons = {s["name"]: s["reasons"] for s in report["stages"]}
+    for row in report["funnel"]:
+        kept = f"{row['out'] / row['in']:.1%}" if row["in"] else "-"
+        name = "read" if row["stage"] == "seeds" else row["stage"]
+        top = ", ".join(f"{k} {v}" for k, v in list(reasons.get(name, {}).items())[:3])
+        table.add_row(row["stage"], row["kind"], str(row["in"]), str(row["out"]), kept, top)
+    console.print(table)
+    tp = report["throughput"]
+    console.print(
+        f"accepted {report['accepted']} of {report['candidates']} candidates "
+        f"(accept rate {report['accept_rate']:.1%}) from {report['seeds']} seeds · "
+        f"tokens in/out {report['tokens']['in']}/{report['tokens']['out']} · "
+        f"time {report['wall_time_s']:.1f}s · requests/s {tp['requests_per_s']} · "
+        f"backend calls {report['cache']['backend_calls']} (cache hits {report['cache']['hits']}) · "
+        f"cost {report['cost']['estimated']} {report['cost']['currency']}"
+    )
+
+
+def finalize_run(
+    run_dir: Path, recipe: Recipe, shards: ShardStore, stages: list[Stage], session: dict[str, Any], console: Console
+) -> dict[str, Any]:
+    """Write ``accepted.parquet``, ``rejected.parquet`` (and ``.jsonl`` on request),
+    ``report.json`` and the dataset card ``README.md``; print the funnel; return the report."""
+    started = time.perf_counter()
+    jsonl = recipe.output.jsonl
+    n_acc = shards.merge("accepted", run_dir / "accepted.parquet", run_dir / "accepted.jsonl" if jsonl else None)
+    n_rej = shards.merge("rejected", run_dir / "rejected.parquet", run_dir / "rejected.jsonl" if jsonl else None)
+    markers = shards.done()
+    report = build_report(recipe, markers, session)
+    if report["accepted"] != n_acc or report["rejected"] != n_rej:
+        raise RuntimeError(f"shard counts disagree with markers: {n_acc}/{n_rej} vs {report['accepted']}/{report['rejected']}")
+    report["finalize_s"] = round(time.perf_counter() - started, 3)
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=False))
+    atomic_write_text(run_dir / "README.md", dataset_card(recipe, report))
+    print_funnel(report, console)
+    console.print(f"wrote {run_dir}/accepted.parquet ({n_acc}), rejected.parquet ({n_rej}), report.json, README.md")
+    return report
