@@ -67,12 +67,15 @@ def worker_descendants(sb: Sandbox) -> list[psutil.Process]:
 
 # -- normal behaviour ------------------------------------------------------------------------
 def test_plain_values_round_trip(sb):
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         from fractions import Fraction
         def solution():
             return [None, True, 3, -2**100, 1.5, "h\\u00e9llo", Fraction(7, 3),
                     (1, (2, 3)), {"a": [None], 1: "x", (1, 2): 3.0}, float("inf"), -0.0]
-        """)
+        """,
+    )
     assert r.status == "ok", r
     v = r.value
     assert v[:7] == [None, True, 3, -(2**100), 1.5, "héllo", Fraction(7, 3)]
@@ -82,7 +85,9 @@ def test_plain_values_round_trip(sb):
 
 
 def test_builtin_subclasses_and_numpy_become_plain(sb):
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         import enum, collections
         import numpy as np
         class Color(enum.IntEnum):
@@ -90,20 +95,24 @@ def test_builtin_subclasses_and_numpy_become_plain(sb):
         P = collections.namedtuple("P", "x y")
         def solution():
             return [Color.RED, P(1, 2), collections.Counter("aab"), np.int64(7), np.float64(0.5), np.arange(3)]
-        """)
+        """,
+    )
     assert r.status == "ok", r
     assert r.value == [4, (1, 2), {"a": 2, "b": 1}, 7, 0.5, [0, 1, 2]]
     assert [type(x) for x in r.value] == [int, tuple, dict, int, float, list]
 
 
 def test_stdout_and_stderr_are_captured(sb):
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         import sys
         def solution():
             print("hello")
             print("warn", file=sys.stderr)
             return 1
-        """)
+        """,
+    )
     assert (r.status, r.stdout, r.stderr) == ("ok", "hello\n", "warn\n")
 
 
@@ -118,7 +127,9 @@ def test_run_many_keeps_order_and_runs_in_parallel(sb):
 
 
 def test_threads_are_allowed(sb):
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         import threading
         def solution():
             out = []
@@ -126,7 +137,8 @@ def test_threads_are_allowed(sb):
             [t.start() for t in ts]
             [t.join() for t in ts]
             return sorted(out)
-        """)
+        """,
+    )
     assert (r.status, r.value) == ("ok", [0, 1, 2, 3]), r
 
 
@@ -137,11 +149,14 @@ def test_syntax_error_missing_entry_and_exception(sb):
     assert r.status == "missing_entry" and "solution()" in r.error
     r = sb.run("def answer():\n    return 5\n", entry="answer")
     assert r.value == 5
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         def solution():
             x = 0
             return 1 / x
-        """)
+        """,
+    )
     assert r.status == "error" and r.error.startswith("ZeroDivisionError") and "(line 4)" in r.error
     assert "1 / x" in r.traceback
     assert_serving(sb)
@@ -164,23 +179,29 @@ def test_infinite_loop_is_stopped(sb):
 
 
 def test_fork_bomb_is_contained(sb):
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         import os
         def solution():
             while True:
                 os.fork()
-        """)
+        """,
+    )
     assert r.status in ("error", "timeout"), r
     if sb.isolation.get("seccomp"):
         assert r.status == "error" and "PermissionError" in r.error
     assert_prompt(r)
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         import multiprocessing
         def solution():
             p = multiprocessing.Process(target=print)
             p.start()
             return p.pid
-        """)
+        """,
+    )
     assert r.status in ("error", "timeout"), r
     assert worker_descendants(sb) == []  # nothing survived the program
     assert_serving(sb)
@@ -189,12 +210,15 @@ def test_fork_bomb_is_contained(sb):
 def test_memory_bomb_is_stopped(sb):
     r = sb.run("def solution():\n    return bytearray(8 * 2**30)\n")
     assert r.status == "memory", r
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         def solution():
             hog = []
             while True:
                 hog.append(" " * 2**20)
-        """)
+        """,
+    )
     assert r.status == "memory", r
     assert_prompt(r)
     assert_serving(sb)
@@ -203,21 +227,26 @@ def test_memory_bomb_is_stopped(sb):
 def test_deep_recursion(sb):
     r = sb.run("def solution():\n    return solution()\n")
     assert r.status == "error" and r.error.startswith("RecursionError")
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         import sys
         sys.setrecursionlimit(10**7)
         def f(n):
             return f(n + 1) + 1
         def solution():
             return f(0)
-        """)
+        """,
+    )
     # Python 3.11 keeps Python frames off the C stack: a MemoryError, a timeout or a SIGSEGV.
     assert r.status in ("crashed", "memory", "error", "timeout"), r
     assert_prompt(r)
     assert_serving(sb)
 
 
-@pytest.mark.parametrize("target", ["/tmp/escape_{}", str(REPO / "escape_{}"), str(Path.home() / "escape_{}")])
+@pytest.mark.parametrize(
+    "target", ["/tmp/escape_{}", str(REPO / "escape_{}"), str(Path.home() / "escape_{}")]
+)
 def test_writing_outside_the_working_directory_fails(sb, target):
     path = target.format(uuid.uuid4().hex)
     r = sb.run(f"def solution():\n    open({path!r}, 'w').write('x')\n    return 'written'\n")
@@ -227,14 +256,18 @@ def test_writing_outside_the_working_directory_fails(sb, target):
 
 
 def test_working_directory_is_fresh_and_private(sb):
-    first = run(sb, """
+    first = run(
+        sb,
+        """
         import os
         def solution():
             with open("note.txt", "w") as f:
                 f.write("left behind")
-            os.mkdir("locked"); open("locked/x", "w").close(); os.chmod("locked", 0)
+            os.makedirs("kept/sub"); open("kept/sub/x", "w").close()
+            os.mkdir("kept/sealed", 0)  # unreadable: cleaning must restore permissions first
             return os.getcwd()
-        """)
+        """,
+    )
     assert first.status == "ok", first
     second = sb.run(
         f"import os\ndef solution():\n    return [os.getcwd(), os.path.exists({first.value + '/note.txt'!r}),"
@@ -247,6 +280,23 @@ def test_working_directory_is_fresh_and_private(sb):
     assert not os.path.exists(first.value)  # nothing of it on the host either
 
 
+def test_changing_metadata_outside_fails(sb, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("data")
+    victim.chmod(0o644)
+    before = victim.stat()
+    for call in (
+        f"os.chmod({str(victim)!r}, 0o777)",
+        f"os.utime({str(victim)!r}, (0, 0))",
+        f"os.setxattr({str(victim)!r}, 'user.x', b'1')",
+    ):
+        r = sb.run(f"import os\ndef solution():\n    {call}\n")
+        assert r.status == "error" and "PermissionError" in r.error, (call, r)
+    after = victim.stat()
+    assert (after.st_mode, after.st_mtime) == (before.st_mode, before.st_mtime)
+    assert victim.read_text() == "data"
+
+
 def test_file_size_limit(sb):
     r = sb.run("def solution():\n    open('big', 'wb').write(b'x' * (3 * 2**20))\n")
     assert r.status == "error" and "File too large" in r.error, r
@@ -257,8 +307,16 @@ def test_environment_secrets_are_not_visible(sb):
     r = sb.run("import os\ndef solution():\n    return dict(os.environ)\n")
     assert r.status == "ok"
     assert SECRET_NAME not in r.value and SECRET_VALUE not in repr(r.value)
-    assert set(r.value) <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONHASHSEED",
-                            "PYTHONDONTWRITEBYTECODE", "MALLOC_ARENA_MAX"}
+    assert set(r.value) <= {
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "HOME",
+        "TMPDIR",
+        "PYTHONHASHSEED",
+        "PYTHONDONTWRITEBYTECODE",
+        "MALLOC_ARENA_MAX",
+    }
     # The environment of other processes is not readable either (here: this test process).
     r = sb.run(f"def solution():\n    return open('/proc/{os.getpid()}/environ', 'rb').read().decode()\n")
     if sb.isolation.get("landlock_abi"):
@@ -274,21 +332,27 @@ def test_network_connection_does_not_arrive(sb):
     listener.settimeout(0.3)
     port = listener.getsockname()[1]
     try:
-        r = run(sb, f"""
+        r = run(
+            sb,
+            f"""
             import socket
             def solution():
                 s = socket.create_connection(("127.0.0.1", {port}), timeout=1)
                 s.sendall(b"escaped")
                 return "connected"
-            """)
+            """,
+        )
         assert r.status == "error" and r.value is None, r
         with pytest.raises(TimeoutError):
             listener.accept()
-        r = run(sb, f"""
+        r = run(
+            sb,
+            f"""
             import socket
             def solution():
                 socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", {port}))
-            """)
+            """,
+        )
         assert r.status == "error", r
     finally:
         listener.close()
@@ -311,12 +375,15 @@ def test_subprocess_and_os_system_fail(sb):
 def test_ctypes_escapes(sb):
     if not sb.isolation.get("seccomp"):
         pytest.skip("without seccomp a libc fork() would really fork")
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         import ctypes
         def solution():
             libc = ctypes.CDLL(None, use_errno=True)
             return [libc.fork(), libc.unshare(0x40000000), libc.kill(-1, 0)]
-        """)
+        """,
+    )
     assert r.status == "ok" and r.value == [-1, -1, -1], r  # fork, leave the netns, signal everyone
     r = sb.run("import ctypes\ndef solution():\n    ctypes.memset(0, 1, 8)\n")
     assert r.status == "crashed" and "SIGSEGV" in r.error, r
@@ -384,7 +451,9 @@ def test_hostile_return_objects_never_reach_the_parent(sb, method):
 
 
 def test_hostile_int_subclass_is_copied_as_a_plain_int(sb):
-    r = run(sb, """
+    r = run(
+        sb,
+        """
         class Liar(int):
             def __eq__(self, other): return True
             def __repr__(self):
@@ -392,7 +461,8 @@ def test_hostile_int_subclass_is_copied_as_a_plain_int(sb):
             def __int__(self): return 99
         def solution():
             return Liar(4)
-        """)
+        """,
+    )
     assert r.status == "ok" and type(r.value) is int and r.value == 4
     assert not answers_match(r.value, 5)
 
@@ -404,6 +474,26 @@ def test_too_large_or_too_deep_values(sb):
     assert r.status == "unsupported_return" and "deep" in r.error
     r = sb.run("def solution():\n    return {1, 2}\n")
     assert r.status == "unsupported_return" and "set" in r.error
+
+
+def test_forged_result_messages_are_rejected(sb):
+    """A program writing its own (malformed or absurdly nested) result to every fd."""
+    for payload in ('b"[" * 200000', 'json.dumps({"status": "ok", "value": "[" * 100000}).encode()'):
+        r = run(
+            sb,
+            f"""
+            import json, os
+            def solution():
+                for fd in range(3, 64):
+                    try:
+                        os.write(fd, {payload})
+                    except OSError:
+                        pass
+                os._exit(0)
+            """,
+        )
+        assert r.status == "crashed" and "malformed" in r.error, r
+    assert_serving(sb)
 
 
 def test_pool_respawns_a_dead_worker(sb):

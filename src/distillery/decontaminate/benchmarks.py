@@ -105,9 +105,19 @@ def _humaneval() -> Iterator[tuple[str, str]]:
         yield row["task_id"], row["prompt"] + row["canonical_solution"]
 
 
+def _arith_test() -> Iterator[tuple[str, str]]:
+    # the built-in task's held-out questions (its gold programs are not searched: programs of
+    # one template differ only in numbers and would match each other's 13-grams by shape)
+    from distillery.builtin.arith import test_set
+
+    for problem in test_set():
+        yield problem.id, problem.question
+
+
 register_benchmark("gsm8k_test", _gsm8k_test)
 register_benchmark("math500", _math500)
 register_benchmark("humaneval", _humaneval)
+register_benchmark("arith_test", _arith_test)
 
 
 def read_benchmark_file(

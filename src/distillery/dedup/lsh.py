@@ -19,6 +19,7 @@ looked up with a few vectorised passes and no Python object per key.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,7 +52,11 @@ def optimal_params(
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if num_perm < 1:
         raise ValueError(f"num_perm must be >= 1, got {num_perm}")
-    if false_positive_weight < 0 or false_negative_weight < 0 or false_positive_weight + false_negative_weight == 0:
+    if (
+        false_positive_weight < 0
+        or false_negative_weight < 0
+        or false_positive_weight + false_negative_weight == 0
+    ):
         raise ValueError("weights must be non-negative and not both zero")
     b, r = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]).T
     s_fp = np.linspace(0.0, threshold, _GRID)
@@ -108,24 +113,37 @@ def pairs_within(keys: np.ndarray, max_fanout: int = 32) -> tuple[np.ndarray, np
 
     Returns:
         two ``int64`` arrays ``(P,)``, sorted by ``(i, j)``, without repeats.
+
+    Raises:
+        ValueError: more than ``2**24`` rows.
     """
     d, b = keys.shape
-    flat = keys.ravel()
-    order = np.argsort(flat, kind="stable")  # stable: a bucket's members stay in row order
-    sk = flat[order]
-    doc = order // b
+    if d < 2:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    # sort (band key, document) pairs packed in one uint64: the document takes the low
+    # bits of the key (a false bucket collision then has probability 2**-(64 - bits))
+    bits = max(int(d - 1).bit_length(), 1)
+    if bits > 24:
+        raise ValueError(f"pairs_within handles at most 2**24 documents at once, got {d}")
+    low = np.uint64((1 << bits) - 1)
+    packed = keys & ~low
+    packed |= np.arange(d, dtype=np.uint64)[:, None]
+    packed = np.sort(packed.ravel())
+    doc = (packed & low).astype(np.int64)
+    bucket = packed >> np.uint64(bits)
     left, right = [], []
     for gap in range(1, max_fanout + 1):
-        same = sk[gap:] == sk[:-gap]
+        same = bucket[gap:] == bucket[:-gap]
         if not same.any():
             break
         left.append(doc[:-gap][same])
         right.append(doc[gap:][same])
     else:
-        new_bucket = np.ones(len(sk), dtype=bool)
-        new_bucket[1:] = sk[1:] != sk[:-1]
-        first = np.maximum.accumulate(np.where(new_bucket, np.arange(len(sk)), 0))
-        far = np.arange(len(sk)) - first > max_fanout
+        new_bucket = np.ones(len(bucket), dtype=bool)
+        new_bucket[1:] = bucket[1:] != bucket[:-1]
+        first = np.maximum.accumulate(np.where(new_bucket, np.arange(len(bucket)), 0))
+        far = np.arange(len(bucket)) - first > max_fanout
         left.append(doc[first[far]])
         right.append(doc[far])
     if not left:
@@ -133,7 +151,7 @@ def pairs_within(keys: np.ndarray, max_fanout: int = 32) -> tuple[np.ndarray, np
         return empty, empty
     i = np.concatenate(left)
     j = np.concatenate(right)
-    keep = i != j
+    keep = i != j  # a document meets itself only if two of its bands share a key
     code = np.unique(i[keep] * d + j[keep])
     return code // d, code % d
 
@@ -159,6 +177,7 @@ class BandTable:
         self._keys = Growable(np.uint64)
         self._next = Growable(np.int32)
         self._distinct = 0
+        self._version = 0  # changes whenever slots change, which invalidates a Lookup
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -171,33 +190,38 @@ class BandTable:
     def _probe(self, keys: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slot of each key (or the empty slot where its probe ends) and its head entry (-1: absent).
 
-        Probing starts at ``pos`` (modified in place). Rounds are vectorised while many keys
-        are still probing; the few long probe sequences left are finished one by one.
+        Probing starts at ``pos`` (an ``int64`` array, overwritten with the result). Rounds
+        are vectorised while many keys are still probing; the last few long probe sequences
+        are finished one by one.
         """
         slots, entry_keys = self._slots, self._keys.array
         mask = len(slots) - 1
         head = np.full(len(keys), -1, dtype=np.int32)
         if not len(entry_keys):
             return pos, head
-        todo = np.arange(len(keys))
-        while len(todo) > _VECTOR_MIN:
-            h = slots[pos[todo]]
+        idx, p, k = np.arange(len(keys)), pos.copy(), keys
+        while len(idx) > _VECTOR_MIN:
+            h = slots[p]
             occupied = h >= 0
-            hit = occupied & (entry_keys[np.maximum(h, 0)] == keys[todo])
-            head[todo[hit]] = h[hit]
-            todo = todo[occupied & ~hit]
-            pos[todo] = (pos[todo] + 1) & mask
-        for t in todo.tolist():
-            p, k = int(pos[t]), keys[t]
+            # h = -1 reads the last entry's key; harmless, since occupied is False there
+            hit = occupied & (entry_keys[h] == k)
+            head[idx[hit]] = h[hit]
+            go_on = occupied ^ hit  # occupied by another key
+            stop = ~go_on
+            pos[idx[stop]] = p[stop]
+            idx, k = idx[go_on], k[go_on]
+            p = (p[go_on] + 1) & mask
+        for t, start, key in zip(idx.tolist(), p.tolist(), k.tolist(), strict=True):
+            q = start
             while True:
-                h = int(slots[p])
+                h = int(slots[q])
                 if h < 0:
                     break
-                if entry_keys[h] == k:
+                if int(entry_keys[h]) == key:
                     head[t] = h
                     break
-                p = (p + 1) & mask
-            pos[t] = p
+                q = (q + 1) & mask
+            pos[t] = q
         return pos, head
 
     def _start(self, keys: np.ndarray) -> np.ndarray:
@@ -216,19 +240,30 @@ class BandTable:
             keys, heads = keys[lose], heads[lose]
             pos, _ = self._probe(keys, (pos[lose] + 1) & mask)
 
+    def reserve(self, new_keys: int) -> None:
+        """Make room for ``new_keys`` more distinct keys now, so that inserting them does not
+        resize the table (and does not invalidate a :class:`Lookup` taken in between)."""
+        self._reserve(self._distinct + new_keys)
+
     def _reserve(self, distinct: int) -> None:
         size = len(self._slots)
         while distinct > self._MAX_LOAD * size:
             size *= 2
         if size == len(self._slots):
             return
+        self._version += 1
         heads = self._slots[self._slots >= 0]
         self._slots = np.full(size, -1, dtype=np.int32)
         keys = self._keys.array[heads]
         self._claim(keys, self._start(keys), heads)
 
-    def insert(self, keys: np.ndarray) -> None:
+    def insert(self, keys: np.ndarray, lookup: Lookup | None = None) -> None:
         """Append one entry per key of ``keys`` (``uint64`` ``(E,)``), in order.
+
+        Args:
+            keys: the keys.
+            lookup: optionally, :meth:`lookup` of these very keys (row for row), taken since
+                the table last changed; it saves probing the table again.
 
         Raises:
             OverflowError: the table would exceed ``2**31 - 1`` entries.
@@ -247,7 +282,10 @@ class BandTable:
         last[:-1] = first[1:]
         uniq = grouped[first]
         self._reserve(self._distinct + len(uniq))
-        pos, old_head = self._probe(uniq, self._start(uniq))
+        if lookup is not None and lookup.version == self._version:
+            pos, old_head = lookup.pos[order[first]], lookup.head[order[first]]
+        else:
+            pos, old_head = self._probe(uniq, self._start(uniq))
         entries = (base + order).astype(np.int32)
         # each entry links to the previous one of its key; a key's first links to its old head
         link = np.empty(len(keys), dtype=np.int32)
@@ -263,23 +301,25 @@ class BandTable:
         absent = ~present
         self._claim(uniq[absent], pos[absent], new_head[absent])
         self._distinct += int(absent.sum())
+        self._version += 1
 
-    def query(self, keys: np.ndarray, max_chain: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Entries stored under each of ``keys``.
+    def lookup(self, keys: np.ndarray) -> Lookup:
+        """Probe the table for ``keys`` (``uint64`` ``(Q,)``); see :class:`Lookup`."""
+        pos, head = self._probe(keys, self._start(keys))
+        return Lookup(pos, head, self._version)
+
+    def entries(self, lookup: Lookup, max_chain: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Entries stored under each looked-up key.
 
         Args:
-            keys: ``uint64`` array ``(Q,)``.
+            lookup: a :meth:`lookup` of ``Q`` keys.
             max_chain: at most this many entries (the newest) per key.
 
         Returns:
             ``(query_index, entry)``: two ``int64`` arrays, one row per (key, entry) hit.
         """
-        if not len(keys) or not len(self._keys):
-            empty = np.empty(0, dtype=np.int64)
-            return empty, empty
-        _, head = self._probe(keys, self._start(keys))
-        q = np.flatnonzero(head >= 0)
-        e = head[q].astype(np.int64)
+        q = np.flatnonzero(lookup.head >= 0)
+        e = lookup.head[q].astype(np.int64)
         qs, es = [q], [e]
         nxt = self._next.array
         for _ in range(max_chain - 1):
@@ -291,3 +331,22 @@ class BandTable:
             qs.append(q)
             es.append(e)
         return np.concatenate(qs), np.concatenate(es)
+
+    def query(self, keys: np.ndarray, max_chain: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`entries` of :meth:`lookup` of ``keys``."""
+        return self.entries(self.lookup(keys), max_chain)
+
+
+@dataclass
+class Lookup:
+    """Where keys are (or would go) in a :class:`BandTable`, valid until the table changes.
+
+    Attributes:
+        pos: ``int64`` ``(Q,)``: the key's slot, or the empty slot where it would go.
+        head: ``int32`` ``(Q,)``: the newest entry with the key, -1 if absent.
+        version: the table's version when probed.
+    """
+
+    pos: np.ndarray
+    head: np.ndarray
+    version: int

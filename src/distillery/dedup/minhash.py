@@ -44,7 +44,7 @@ from pydantic import Field
 
 from distillery.dedup.growable import Growable
 from distillery.dedup.jaccard import pair_jaccard, ragged_gather
-from distillery.dedup.lsh import BandHasher, BandTable, optimal_params, pairs_within
+from distillery.dedup.lsh import BandHasher, BandTable, Lookup, optimal_params, pairs_within
 from distillery.dedup.shingles import ShingleBatch, Shingler
 from distillery.dedup.signatures import MinHasher, estimate_jaccard
 from distillery.dedup.unionfind import UnionFind
@@ -80,8 +80,10 @@ class Sketch:
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         nonempty = rows[counts > 0]
-        hashes = ragged_gather(sb.hashes, sb.offsets, nonempty)[0] if len(nonempty) else sb.hashes[:0].copy()
-        return Sketch(ShingleBatch(hashes, offsets, sb.num_words[rows]), self.signatures[rows], self.keys[rows])
+        hashes = ragged_gather(sb.hashes, sb.offsets, nonempty) if len(nonempty) else sb.hashes[:0].copy()
+        return Sketch(
+            ShingleBatch(hashes, offsets, sb.num_words[rows]), self.signatures[rows], self.keys[rows]
+        )
 
 
 def _concat(sketches: list[Sketch]) -> Sketch:
@@ -209,7 +211,13 @@ class NearDuplicateIndex:
 
     def memory_bytes(self) -> int:
         """Bytes allocated by the index's arrays plus 8 per id reference (ids themselves excluded)."""
-        return self._table.nbytes + self._sigs.nbytes + self._hashes.nbytes + self._offsets.nbytes + 8 * len(self._ids)
+        return (
+            self._table.nbytes
+            + self._sigs.nbytes
+            + self._hashes.nbytes
+            + self._offsets.nbytes
+            + 8 * len(self._ids)
+        )
 
     # -- sketches ---------------------------------------------------------------------
     def sketch(self, texts: Sequence[str]) -> Sketch:
@@ -264,16 +272,19 @@ class NearDuplicateIndex:
             one entry per document: a :class:`Match`, or ``None`` for a document to keep.
         """
         sk = self._as_sketch(batch)
+        ids = list(range(self._seen, self._seen + len(sk))) if ids is None else list(ids)
+        if len(ids) != len(sk):
+            raise ValueError(f"{len(ids)} ids for {len(sk)} documents")
+        return self._match(sk, ids, self._table.lookup(sk.keys.ravel()))
+
+    def _match(self, sk: Sketch, ids: list[Any], lookup: Lookup) -> list[Match | None]:
         d, n, b = len(sk), len(self), self.bands
-        ids = list(range(self._seen, self._seen + d)) if ids is None else list(ids)
-        if len(ids) != d:
-            raise ValueError(f"{len(ids)} ids for {d} documents")
         dup = np.full(d, -1, dtype=np.int64)  # matched document: index number, or n + batch row
         score = np.zeros(d)
         exact_of = np.full(d, np.nan)
         est_of = np.zeros(d)
 
-        q, entry = self._table.query(sk.keys.ravel(), self.max_fanout)
+        q, entry = self._table.entries(lookup, self.max_fanout)
         if len(q):
             code = np.unique((q // b) * n + entry // b)
             q, other = code // n, code % n
@@ -296,7 +307,11 @@ class NearDuplicateIndex:
             s = exact if self.verify_jaccard else est
             order = np.lexsort((i, -s, j))  # by later document, best score, earliest partner
             for a, c, ex, es, sc in zip(
-                i[order].tolist(), j[order].tolist(), exact[order].tolist(), est[order].tolist(), s[order].tolist(),
+                i[order].tolist(),
+                j[order].tolist(),
+                exact[order].tolist(),
+                est[order].tolist(),
+                s[order].tolist(),
                 strict=True,
             ):
                 if dup[c] < 0 and dup[a] < 0:  # c unmatched so far, a kept
@@ -320,9 +335,12 @@ class NearDuplicateIndex:
         """
         sk = self._as_sketch(batch)
         ids = list(range(self._seen, self._seen + len(sk))) if ids is None else list(ids)
+        self._insert(sk, ids, None)
+
+    def _insert(self, sk: Sketch, ids: list[Any], lookup: Lookup | None) -> None:
         if len(ids) != len(sk):
             raise ValueError(f"{len(ids)} ids for {len(sk)} documents")
-        self._table.insert(sk.keys.ravel())
+        self._table.insert(sk.keys.ravel(), lookup)
         self._sigs.extend(sk.signatures.astype(np.uint16))
         if self.verify_jaccard:
             self._hashes.extend(sk.shingles.hashes)
@@ -338,10 +356,19 @@ class NearDuplicateIndex:
         """
         sk = self._as_sketch(batch)
         ids = list(range(self._seen, self._seen + len(sk))) if ids is None else list(ids)
-        matches = self.match(sk, ids)
-        keep = [r for r, m in enumerate(matches) if m is None]
-        if keep:
-            self.insert(sk if len(keep) == len(sk) else sk.take(keep), [ids[r] for r in keep])
+        if len(ids) != len(sk):
+            raise ValueError(f"{len(ids)} ids for {len(sk)} documents")
+        b = self.bands
+        self._table.reserve(len(sk) * b)  # so that the lookup stays valid for the insert
+        lookup = self._table.lookup(sk.keys.ravel())
+        matches = self._match(sk, ids, lookup)
+        keep = np.array([r for r, m in enumerate(matches) if m is None], dtype=np.int64)
+        if len(keep) == len(sk):
+            self._insert(sk, ids, lookup)
+        elif len(keep):
+            rows = (keep[:, None] * b + np.arange(b)).ravel()
+            kept = Lookup(lookup.pos[rows], lookup.head[rows], lookup.version)
+            self._insert(sk.take(keep), [ids[r] for r in keep.tolist()], kept)
         self._seen += len(sk) - len(keep)
         return matches
 

@@ -9,9 +9,11 @@ every remaining byte >= 0x80 belongs to a word.
 
 Hashing (all arithmetic modulo 2**64, constants drawn from ``seed``):
 
-- a word of ``L`` bytes is read as little-endian 64-bit blocks ``m_0, m_1, ...`` (the last
-  one zero-padded) and hashed to ``fmix64(sum_j m_j * K_j + L * K_len)``; ``fmix64`` is the
-  MurmurHash3 finaliser, a bijection. Distinct words collide with probability ~2**-64.
+- a word of ``L <= 16`` bytes is read as two little-endian 64-bit blocks ``m_0, m_1``
+  zero-padded (word bytes are never 0, so the padding is unambiguous) and hashed to
+  ``fmix64(m_0 * K_0 + m_1 * K_1)``; ``fmix64`` is the MurmurHash3 finaliser, a bijection.
+  Longer words fold in 16 more bytes per round. Distinct words collide with probability
+  about 2**-64.
 - a shingle (``n`` consecutive words ``w_0..w_{n-1}``) hashes to
   ``sum_k w_k * C_k + E_n`` with random odd ``C_k`` (a multilinear hash of the word
   hashes, position-dependent so word order matters).
@@ -32,7 +34,8 @@ import numpy as np
 from distillery.text import _WORD, normalize
 
 _U64 = np.uint64
-_MAX_WORD_BLOCKS = 1 << 16  # a "word" longer than 512 KiB is hashed on its first 512 KiB
+_MAX_WORD_BLOCKS = 1 << 16  # a "word" longer than 1 MiB is hashed on its first 1 MiB
+_TEXTS_PER_SORT = 1 << 16  # texts per (text, hash) sort: the text number takes 16 bits
 
 
 def fmix64(x: np.ndarray) -> np.ndarray:
@@ -71,11 +74,13 @@ def _is_word_char(ch: str) -> bool:
 _BYTE_MASKS = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [2**64 - 1], dtype=np.uint64)
 
 
+_ASCII_LOWER = bytes.maketrans(bytes(range(65, 91)), bytes(range(97, 123)))
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
-def _blank_non_word(text: str) -> str:
-    """``text`` with every non-ASCII non-word character replaced by a space."""
+def _prepare_non_ascii(text: str) -> str:
+    """``normalize(text)`` with every non-ASCII non-word character replaced by a space."""
+    text = normalize(text)
     for ch in set(_NON_ASCII.findall(text)):
         if not _is_word_char(ch):
             text = text.replace(ch, " ")
@@ -88,7 +93,9 @@ class ShingleBatch:
 
     Attributes:
         hashes: ``uint64`` array ``(S,)``: shingle hashes, texts concatenated in order;
-            a text's shingles are in text order and may repeat.
+            each text's shingle *set*: sorted ascending, without repeats. The low 16 bits
+            are zero (48-bit hashes; distinct shingles of one text collide with
+            probability about ``S**2 / 2**49``).
         offsets: ``int64`` array ``(D + 1,)``: text ``d``'s shingles are
             ``hashes[offsets[d]:offsets[d + 1]]``.
         num_words: ``int64`` array ``(D,)``: words per text.
@@ -122,7 +129,7 @@ class Shingler:
             raise ValueError(f"ngram must be >= 1, got {ngram}")
         self.ngram = ngram
         self.seed = seed
-        self._word_k = _odd_constants(seed, 1, 3)  # block 0, block 1, length
+        self._word_k = _odd_constants(seed, 1, 2)  # blocks 0 and 1 of a word
         self._long_k = _odd_constants(seed, 2, 2)  # blocks of words longer than 16 bytes
         self._shingle_c = _odd_constants(seed, 3, ngram)
         self._shingle_e = _odd_constants(seed, 4, ngram + 1)  # E_m for m-word shingles
@@ -156,20 +163,17 @@ class Shingler:
     def _encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """UTF-8 bytes of the normalised texts as ``" " + t_0 + " " + t_1 ... + " "`` plus
         16 NUL bytes of padding, and each text's start offset plus the end (``D + 1``)."""
-        normed = []
+        # NFKC leaves ASCII unchanged, so ASCII texts only need lower-casing, which is done
+        # on the joined bytes (UTF-8 bytes of non-ASCII characters are all >= 0x80)
+        encoded = [(t if t.isascii() else _prepare_non_ascii(t)).encode("utf-8") for t in texts]
         lengths = np.empty(len(texts) + 1, dtype=np.int64)
-        lengths[0] = 1
-        for i, text in enumerate(texts):
-            # NFKC leaves ASCII unchanged, so ASCII texts only need lower-casing
-            t = text.lower() if text.isascii() else normalize(text)
-            if t.isascii():
-                lengths[i + 1] = len(t) + 1
-            else:
-                t = _blank_non_word(t)
-                lengths[i + 1] = len(t.encode("utf-8")) + 1
-            normed.append(t)
+        lengths[0] = 0
+        lengths[1:] = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        lengths[1:] += 1
         starts = np.cumsum(lengths)
-        data = (" " + " ".join(normed) + " ").encode("utf-8") + b"\0" * 16
+        starts += 1
+        # NUL is not a word character: the padding lets 8-byte reads run past the last word
+        data = b" ".join([b"", *encoded, b"\0" * 16]).translate(_ASCII_LOWER)
         return np.frombuffer(data, dtype=np.uint8), starts
 
     @staticmethod
@@ -183,21 +187,25 @@ class Shingler:
         # an unaligned little-endian uint64 view starting at every byte
         blocks = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
         length = ends - starts
-        k0, k1, klen = self._word_k
-        lo = blocks[starts]
-        lo &= np.take(_BYTE_MASKS, np.minimum(length, 8))
-        h = lo * k0
-        hi = blocks[starts + 8]
-        hi &= np.take(_BYTE_MASKS, np.clip(length - 8, 0, 8))
-        hi *= k1
-        h += hi
-        h += length.astype(np.uint64) * klen
-        long_words = np.flatnonzero(length > 16)
-        if len(long_words):
-            h[long_words] = self._hash_long(blocks, starts[long_words], length[long_words], h[long_words])
+        k0, k1 = self._word_k
+        # word bytes are never 0, so zero padding keeps (block 0, block 1) one-to-one
+        h = blocks[starts]
+        h &= np.take(_BYTE_MASKS, np.minimum(length, 8))
+        h *= k0
+        over8 = np.flatnonzero(length > 8)
+        if len(over8):
+            hi = blocks[starts[over8] + 8]
+            hi &= np.take(_BYTE_MASKS, np.minimum(length[over8] - 8, 8))
+            hi *= k1
+            h[over8] += hi
+            long_words = over8[length[over8] > 16]
+            if len(long_words):
+                h[long_words] = self._hash_long(blocks, starts[long_words], length[long_words], h[long_words])
         return fmix64(h)
 
-    def _hash_long(self, blocks: np.ndarray, starts: np.ndarray, length: np.ndarray, h: np.ndarray) -> np.ndarray:
+    def _hash_long(
+        self, blocks: np.ndarray, starts: np.ndarray, length: np.ndarray, h: np.ndarray
+    ) -> np.ndarray:
         """Fold the bytes after the first 16 of long words into their hash, 16 bytes a round."""
         k0, k1 = self._long_k
         h = h.copy()
@@ -253,6 +261,29 @@ class Shingler:
         else:
             hashes = reg_hashes
         per_text = regular + ((counts > 0) & (counts < n))
-        offsets = np.zeros(d + 1, dtype=np.int64)
-        np.cumsum(per_text, out=offsets[1:])
-        return ShingleBatch(hashes, offsets, counts)
+        return _as_sets(hashes, per_text, counts)
+
+
+def _as_sets(hashes: np.ndarray, per_text: np.ndarray, num_words: np.ndarray) -> ShingleBatch:
+    """Sort each text's shingle hashes and drop repeats (one sort over ``(text, hash)`` keys;
+    the text number takes the low 16 bits of the hash, which are zeroed)."""
+    out_hashes, out_counts = [], []
+    first = 0
+    for lo in range(0, len(per_text), _TEXTS_PER_SORT):
+        counts = per_text[lo : lo + _TEXTS_PER_SORT]
+        size = int(counts.sum())
+        key = np.repeat(np.arange(len(counts), dtype=np.uint64) << _U64(48), counts)
+        key |= hashes[first : first + size] >> _U64(16)
+        first += size
+        key.sort()
+        distinct = np.ones(len(key), dtype=bool)
+        distinct[1:] = key[1:] != key[:-1]
+        key = key[distinct]
+        out_counts.append(np.bincount((key >> _U64(48)).astype(np.int64), minlength=len(counts)))
+        key <<= _U64(16)
+        out_hashes.append(key)
+    offsets = np.zeros(len(per_text) + 1, dtype=np.int64)
+    if out_counts:
+        np.cumsum(np.concatenate(out_counts), out=offsets[1:])
+    hashes = np.concatenate(out_hashes) if out_hashes else np.empty(0, dtype=np.uint64)
+    return ShingleBatch(hashes, offsets, num_words)

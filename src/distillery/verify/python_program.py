@@ -50,8 +50,10 @@ def extract_program(response: str | None, entry: str = "solution") -> tuple[str 
     """
     if not response or not response.strip():
         return None, "empty response"
-    defines = re.compile(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry)}[ \t]*\(|^{re.escape(entry)}[ \t]*=",
-                         re.MULTILINE)
+    defines = re.compile(
+        rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry)}[ \t]*\(|^{re.escape(entry)}[ \t]*=",
+        re.MULTILINE,
+    )
     blocks = _FENCE.findall(response)
     tail = response[response.rfind("```") :] if response.count("```") % 2 == 1 else ""
     open_block = _OPEN_FENCE.match(tail) if tail else None

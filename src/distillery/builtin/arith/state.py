@@ -82,11 +82,6 @@ class State:
     names_used: set[str] = field(default_factory=set)
 
     # -- text ------------------------------------------------------------------------
-    def subject(self) -> str:
-        """A mention of the agent as a subject: its name or its pronoun, chosen at random."""
-        assert self.agent is not None
-        return self.agent.mention if self.rng.random() < 0.6 else self.agent.subj
-
     def say(self, pattern: str, **slots: object) -> None:
         """Fill ``pattern`` and append it as a sentence (first letter capitalised).
 
@@ -141,9 +136,10 @@ class State:
             self.lines.append(f"{new_var} = {self.var} {op} {operand}")
         self.value = _compute(self.value, op, amount)
         self.var = new_var
-        if kind is not None:
+        if kind is not None and kind != self.kind:
             self.kind = kind
-        if op in ("-", "frac") or (op == "//" and kind is None):
+            self.had_loss = False  # "left" questions refer to losses of the new quantity only
+        elif op in ("-", "//"):
             self.had_loss = True
 
     def apply_literal(self, op: str, literal: int) -> None:

@@ -1,7 +1,7 @@
 """Linux confinement primitives of the sandbox, stdlib only (``ctypes`` system calls).
 
 This module is imported by the sandbox worker (a separate interpreter started with
-``python -I``), so it must not import anything outside the standard library. Every
+``python -s -P``), so it must not import anything outside the standard library. Every
 function either applies one layer or reports that it cannot; callers decide what to do.
 
 Layers (kernel interfaces, see the man pages of the same names):
@@ -9,9 +9,10 @@ Layers (kernel interfaces, see the man pages of the same names):
 - ``unshare(2)`` with ``CLONE_NEWNET`` / ``CLONE_NEWNS`` / ``CLONE_NEWIPC``: a network
   namespace holding only a downed loopback, a private mount namespace (to mount a
   size-capped ``tmpfs`` for working directories) and private System V IPC.
-- ``seccomp(2)`` in filter mode (a classic-BPF program, ``SECCOMP_MODE_FILTER``): denies
-  ``socket``, process creation (``fork``/``vfork``/``clone`` without ``CLONE_THREAD``),
-  ``execve``, signals to other processes, ``ptrace`` and namespace/mount calls.
+- ``seccomp(2)`` in filter mode (classic-BPF programs, ``SECCOMP_MODE_FILTER``), in two
+  stacked filters: the worker's (no ``socket``, ``execve``, ``ptrace``, namespace/mount
+  calls, io_uring, bpf, System V IPC...) and each program's (no process creation:
+  ``fork``/``vfork``/``clone`` without ``CLONE_THREAD``; no signals to other processes).
 - Landlock (``landlock(7)``, ABI 1-7): read-only file access beneath an allow-list of
   paths, writes only beneath the working directory, no TCP bind/connect (ABI >= 4), no
   signals or abstract unix sockets outside the process's own domain (ABI >= 6).
@@ -24,14 +25,24 @@ import ctypes
 import os
 import platform
 import struct
+import sys
+
+LINUX = sys.platform.startswith("linux")
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.prctl.restype = ctypes.c_int
-_libc.unshare.restype = ctypes.c_int
-_libc.mount.restype = ctypes.c_int
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.capset.restype = ctypes.c_int  # resolve every symbol now: a forked child inherits the lookups
+if LINUX:  # resolve every symbol now: a forked child inherits the lookups
+    _libc.syscall.restype = ctypes.c_long
+    _libc.prctl.restype = ctypes.c_int
+    _libc.unshare.restype = ctypes.c_int
+    _libc.mount.restype = ctypes.c_int
+    _libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+    ]
+    _libc.capset.restype = ctypes.c_int
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -49,26 +60,34 @@ _SECCOMP_MODE_FILTER = 2
 _EPERM, _ENOSYS = 1, 38
 
 # System call numbers: x86_64 (arch/x86/entry/syscalls/syscall_64.tbl) and the generic table
-# used by aarch64 (include/uapi/asm-generic/unistd.h). ``None``: the call does not exist there.
-_NAMES = (
-    "socket socketpair clone clone3 fork vfork execve execveat kill tkill tgkill rt_sigqueueinfo "
-    "rt_tgsigqueueinfo pidfd_open pidfd_send_signal pidfd_getfd ptrace process_vm_readv process_vm_writev "
-    "mount umount2 pivot_root chroot unshare setns open_tree move_mount fsopen fsmount mount_setattr "
-    "bpf perf_event_open userfaultfd io_uring_setup io_uring_enter io_uring_register keyctl add_key "
-    "request_key kexec_load init_module finit_module reboot swapon shmget shmat semget msgget mq_open"
-).split()
-_X86_64 = (41, 53, 56, 435, 57, 58, 59, 322, 62, 200, 234, 129, 297, 434, 424, 438, 101, 310, 311,
-           165, 166, 155, 161, 272, 308, 428, 429, 430, 432, 442, 321, 298, 323, 425, 426, 427, 250, 248,
-           249, 246, 175, 313, 169, 167, 29, 30, 64, 68, 240)
-_GENERIC = (198, 199, 220, 435, None, None, 221, 281, 129, 130, 131, 138, 240, 434, 424, 438, 117, 270, 271,
-            40, 39, 41, 51, 97, 268, 428, 429, 430, 432, 442, 280, 241, 282, 425, 426, 427, 219, 217,
-            218, 104, 105, 273, 142, 224, 194, 196, 190, 186, 180)
+# used by aarch64 (include/uapi/asm-generic/unistd.h), as "name x86_64 generic" rows;
+# "-": the call does not exist there.
+_TABLE = """
+socket 41 198; socketpair 53 199; clone 56 220; clone3 435 435; fork 57 -; vfork 58 -
+execve 59 221; execveat 322 281; kill 62 129; tkill 200 130; tgkill 234 131
+rt_sigqueueinfo 129 138; rt_tgsigqueueinfo 297 240; pidfd_open 434 434; pidfd_send_signal 424 424
+pidfd_getfd 438 438; ptrace 101 117; process_vm_readv 310 270; process_vm_writev 311 271
+mount 165 40; umount2 166 39; pivot_root 155 41; chroot 161 51; unshare 272 97; setns 308 268
+open_tree 428 428; move_mount 429 429; fsopen 430 430; fsmount 432 432; mount_setattr 442 442
+bpf 321 280; perf_event_open 298 241; userfaultfd 323 282; io_uring_setup 425 425
+io_uring_enter 426 426; io_uring_register 427 427; keyctl 250 219; add_key 248 217
+request_key 249 218; kexec_load 246 104; init_module 175 105; finit_module 313 273; reboot 169 142
+swapon 167 224; shmget 29 194; shmat 30 196; semget 64 190; msgget 68 186; mq_open 240 180
+chmod 90 -; fchmod 91 52; fchmodat 268 53; fchmodat2 452 452; chown 92 -; fchown 93 55
+lchown 94 -; fchownat 260 54; utime 132 -; utimes 235 -; utimensat 280 88; futimesat 261 -
+setxattr 188 5; lsetxattr 189 6; fsetxattr 190 7; removexattr 197 14; lremovexattr 198 15
+fremovexattr 199 16; setxattrat 463 463; removexattrat 466 466; file_setattr 469 469; ioctl 16 29
+"""
+_ROWS = [row.split() for line in _TABLE.strip().splitlines() for row in line.split(";")]
+_TABLES = {
+    arch: {name: (None if nums[i] == "-" else int(nums[i])) for name, *nums in _ROWS}
+    for i, arch in enumerate(("x86_64", "aarch64"))
+}
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-_TABLES = {"x86_64": dict(zip(_NAMES, _X86_64, strict=True)), "aarch64": dict(zip(_NAMES, _GENERIC, strict=True))}
 _LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446  # same number on both tables
 
 _MACHINE = platform.machine()
-_SYSCALLS = _TABLES.get(_MACHINE)
+_SYSCALLS = _TABLES.get(_MACHINE) if LINUX else None
 
 
 def _errno_text() -> str:
@@ -78,6 +97,8 @@ def _errno_text() -> str:
 # -- namespaces ---------------------------------------------------------------------------
 def unshare(flags: int) -> str | None:
     """``unshare(2)`` the calling (single-threaded) process; ``None`` on success, else the error text."""
+    if not LINUX:
+        return "namespaces are Linux-only"
     if _libc.unshare(ctypes.c_int(flags)) != 0:
         return _errno_text()
     return None
@@ -135,13 +156,14 @@ def mount_tmpfs(path: str, size_mb: int) -> str | None:
 
 # -- process attributes -------------------------------------------------------------------
 def set_parent_death_signal(sig: int) -> None:
-    """``prctl(PR_SET_PDEATHSIG)``: receive ``sig`` when the parent (thread) dies."""
-    _libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0)
+    """``prctl(PR_SET_PDEATHSIG)``: receive ``sig`` when the parent (thread) dies (Linux only)."""
+    if LINUX:
+        _libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0)
 
 
 def set_no_new_privs() -> bool:
     """``prctl(PR_SET_NO_NEW_PRIVS, 1)``: required for unprivileged seccomp and Landlock."""
-    return _libc.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0) == 0
+    return LINUX and _libc.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0) == 0
 
 
 def has_capabilities() -> bool:
@@ -178,8 +200,16 @@ WORKER_DENIED = (
     "io_uring_enter io_uring_register keyctl add_key request_key kexec_load init_module finit_module "
     "reboot swapon shmget shmat semget msgget mq_open"
 ).split()
-# Denied on top of that in each program's process: what the worker needs to supervise programs.
-CHILD_DENIED = ("fork", "vfork", "pidfd_open", "pidfd_send_signal")
+# Denied on top of that in each program's process: what the worker needs to supervise
+# programs, and metadata changes Landlock does not cover (mode, owner, times, xattrs).
+CHILD_DENIED = (
+    "fork vfork pidfd_open pidfd_send_signal chmod fchmod fchmodat fchmodat2 chown fchown lchown "
+    "fchownat utime utimes utimensat futimesat setxattr lsetxattr fsetxattr removexattr lremovexattr "
+    "fremovexattr setxattrat removexattrat file_setattr"
+).split()
+# ioctl requests that change inode flags (chattr) or fs attributes: FS_IOC_SETFLAGS (64- and
+# 32-bit encodings) and FS_IOC_FSSETXATTR.
+_IOCTL_DENIED = (0x40086602, 0x40046602, 0x401C5820)
 
 
 def seccomp_supported() -> bool:
@@ -197,7 +227,8 @@ def seccomp_program(own_pid: int | None = None) -> bytes:
     ``own_pid=None`` gives the worker's filter: ``EPERM`` for :data:`WORKER_DENIED`
     (sockets, exec, ptrace, namespaces, mounts, io_uring, bpf, System V IPC creation...).
     With ``own_pid`` it gives the program's filter, stacked on the worker's: ``EPERM`` for
-    :data:`CHILD_DENIED`, for ``clone`` unless it makes a thread, and for
+    :data:`CHILD_DENIED`, for ``clone`` unless it makes a thread, for ``ioctl`` requests
+    changing inode flags, and for
     ``kill``/``tkill``/``tgkill`` aimed at any process but ``own_pid`` (or its process
     group); ``ENOSYS`` for ``clone3`` so that glibc falls back to ``clone``. In both, a
     system call of a foreign ABI (i386, x32) kills the process.
@@ -208,7 +239,11 @@ def seccomp_program(own_pid: int | None = None) -> bytes:
     if _SYSCALLS is None:
         raise RuntimeError(f"seccomp filter not available on {_MACHINE}")
     nr = _SYSCALLS
-    prog = [_ins(_LD_W_ABS, _OFF_ARCH), _ins(_JEQ, _AUDIT_ARCH[_MACHINE], 1, 0), _ins(_RET, _RET_KILL_PROCESS)]
+    prog = [
+        _ins(_LD_W_ABS, _OFF_ARCH),
+        _ins(_JEQ, _AUDIT_ARCH[_MACHINE], 1, 0),
+        _ins(_RET, _RET_KILL_PROCESS),
+    ]
     prog.append(_ins(_LD_W_ABS, _OFF_NR))
     if _MACHINE == "x86_64":  # x32 ABI syscalls have bit 30 set
         prog += [_ins(_JGE, 0x40000000, 0, 1), _ins(_RET, _RET_KILL_PROCESS)]
@@ -225,8 +260,18 @@ def seccomp_program(own_pid: int | None = None) -> bytes:
             _ins(_RET, _RET_ERRNO | _EPERM),
             _ins(_RET, _RET_ALLOW),
         ]
+        # ioctl(fd, request, ...): no inode-flag changes.
+        n = len(_IOCTL_DENIED)
+        block = [_ins(_LD_W_ABS, _OFF_ARG0 + 8)]
+        block += [_ins(_JEQ, v, n - i, 0) for i, v in enumerate(_IOCTL_DENIED)]
+        block += [_ins(_RET, _RET_ALLOW), _ins(_RET, _RET_ERRNO | _EPERM)]
+        prog += [_ins(_JEQ, nr["ioctl"], 0, len(block)), *block]
         # kill(pid, sig) / tkill(tid, sig) / tgkill(tgid, tid, sig): first argument must be us.
-        for name, allowed in (("kill", (own_pid, 0, -own_pid)), ("tkill", (own_pid,)), ("tgkill", (own_pid,))):
+        for name, allowed in (
+            ("kill", (own_pid, 0, -own_pid)),
+            ("tkill", (own_pid,)),
+            ("tgkill", (own_pid,)),
+        ):
             n = len(allowed)
             block = [_ins(_LD_W_ABS, _OFF_ARG0)]
             block += [_ins(_JEQ, v, n - i, 0) for i, v in enumerate(allowed)]
@@ -353,8 +398,16 @@ def landlock_ruleset(read_paths: list[str], write_paths: list[str], abi: int) ->
             else:
                 allowed = read_dir if is_dir else _LL_EXECUTE | _LL_READ_FILE
             rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, pfd), 12)
-            if _libc.syscall(_LANDLOCK_ADD_RULE, ctypes.c_int(fd), ctypes.c_int(_LL_RULE_PATH_BENEATH), rule,
-                             ctypes.c_uint32(0)) != 0:
+            if (
+                _libc.syscall(
+                    _LANDLOCK_ADD_RULE,
+                    ctypes.c_int(fd),
+                    ctypes.c_int(_LL_RULE_PATH_BENEATH),
+                    rule,
+                    ctypes.c_uint32(0),
+                )
+                != 0
+            ):
                 skipped.append(path)
         finally:
             os.close(pfd)

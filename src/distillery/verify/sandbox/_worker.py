@@ -1,7 +1,7 @@
 """The sandbox worker: a warm interpreter that forks one confined process per program.
 
-Run as a script by :class:`distillery.verify.sandbox.Sandbox` (``python -I _worker.py``) with
-a scrubbed environment; stdlib only. Protocol on stdin/stdout: frames of a 4-byte
+Run as a script by :class:`distillery.verify.sandbox.Sandbox` (``python -s -P _worker.py``)
+with a scrubbed environment; stdlib only. Protocol on stdin/stdout: frames of a 4-byte
 big-endian length and UTF-8 JSON. The first frame from the parent is the configuration;
 the worker answers ``{"isolation": {...}}`` once ready (or ``{"fatal": "..."}``), then
 answers each ``{"program": str, "entry": str}`` with one result frame
@@ -210,13 +210,17 @@ def _child_main(cfg: dict, req: dict, workdir: str, fds: dict[str, int], worker_
         if err:
             result = {"status": "crashed", "error": f"sandbox confinement failed: {err}"}
         else:
-            result = _execute(req["program"], req.get("entry") or "solution", cfg["limits"]["max_value_bytes"])
+            result = _execute(
+                req["program"], req.get("entry") or "solution", cfg["limits"]["max_value_bytes"]
+            )
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-        os.write(fds["res"], json.dumps(result).encode())
+        view = memoryview(json.dumps(result).encode())
+        while view:
+            view = view[os.write(fds["res"], view) :]
         os.close(fds["res"])
     except BaseException:
         os._exit(70)
@@ -268,7 +272,9 @@ def run_program(cfg: dict, req: dict) -> dict:
     """Fork a confined child for ``req``, supervise it, return the result frame."""
     limits = cfg["limits"]
     base = cfg["base"]
-    workdir = tempfile.mkdtemp(prefix="p", dir=base)
+    cfg["runs"] = cfg.get("runs", 0) + 1
+    workdir = os.path.join(base, f"p{cfg['runs']}")
+    os.mkdir(workdir, 0o700)
     pipes = {k: os.pipe() for k in ("out", "err", "res")}
     worker_pid = os.getpid()
     start = time.monotonic()
@@ -338,7 +344,12 @@ def run_program(cfg: dict, req: dict) -> dict:
         os.close(r)
     if pidfd is not None:
         os.close(pidfd)
-    _clean_dir(base)
+    try:  # the common case: the program left nothing behind
+        os.rmdir(workdir)
+    except OSError:
+        pass
+    if os.listdir(base):
+        _clean_dir(base)
     out = {
         "wall_s": wall,
         "cpu_s": rusage.ru_utime + rusage.ru_stime,
@@ -360,7 +371,7 @@ def run_program(cfg: dict, req: dict) -> dict:
                 traceback=str(result["traceback"])[:4000] if result.get("traceback") else None,
             )
             return out
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             verdict = ("crashed", "malformed result message from the program's process")
     if verdict is None:
         if os.WIFSIGNALED(status):
@@ -437,8 +448,9 @@ def setup(cfg: dict) -> dict:
     if iso["seccomp"]:
         cfg["seccomp_template"] = _confine.SeccompTemplate()
         err = _confine.install_seccomp(_confine.seccomp_program(None))
-        if err:
-            raise OSError(f"cannot install the worker's seccomp filter: {err}")
+        if err:  # e.g. a container runtime refusing filters: fall back, and say so
+            iso["seccomp"] = False
+            iso["seccomp_error"] = err
     os.environ.clear()  # programs inherit exactly this environment
     os.environ.update(cfg["env"])
     root = os.geteuid() == 0
@@ -466,10 +478,15 @@ def main() -> None:
     except Exception as exc:
         write_frame(out_fd, {"fatal": f"worker setup failed: {type(exc).__name__}: {exc}"})
         return
-    probe = run_program(cfg, {"program": "def solution():\n    return 1\n", "entry": "solution"})
+    probe_req = {"program": "def solution():\n    return 1\n", "entry": "solution"}
+    probe = run_program(cfg, probe_req)
+    if probe["status"] != "ok" and iso["landlock_abi"]:  # a kernel refusing Landlock: go on without it
+        iso["landlock_abi"], iso["landlock_error"] = 0, str(probe["error"])
+        probe = run_program(cfg, probe_req)
     if probe["status"] != "ok":
-        write_frame(out_fd, {"fatal": f"probe program failed: {probe['status']}: {probe['error']}",
-                             "isolation": iso})
+        write_frame(
+            out_fd, {"fatal": f"probe program failed: {probe['status']}: {probe['error']}", "isolation": iso}
+        )
         return
     gc.collect()
     gc.freeze()
@@ -478,10 +495,17 @@ def main() -> None:
         try:
             result = run_program(cfg, req)
         except Exception as exc:  # a bug of ours, not the program's: report it and keep serving
-            result = {"status": "crashed", "error": f"sandbox worker error: {type(exc).__name__}: {exc}",
-                      "value": None, "stdout": "", "stderr": "", "wall_s": 0.0, "cpu_s": 0.0, "traceback": None}
+            result = {
+                "status": "crashed",
+                "error": f"sandbox worker error: {type(exc).__name__}: {exc}",
+                "value": None,
+                "stdout": "",
+                "stderr": "",
+                "wall_s": 0.0,
+                "cpu_s": 0.0,
+                "traceback": None,
+            }
         write_frame(out_fd, result)
-
 
 
 if __name__ == "__main__":

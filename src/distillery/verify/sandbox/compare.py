@@ -11,7 +11,9 @@ def _is_number(x: Any) -> bool:
     return type(x) in (int, float, Fraction)
 
 
-def _numbers_match(a: int | float | Fraction, b: int | float | Fraction, rel_tol: float, abs_tol: float) -> bool:
+def _numbers_match(
+    a: int | float | Fraction, b: int | float | Fraction, rel_tol: float, abs_tol: float
+) -> bool:
     if type(a) is not float and type(b) is not float:
         return Fraction(a) == Fraction(b)  # exact: 4 == Fraction(4, 1), 1/3 != 0.333...
     if (type(a) is float and math.isnan(a)) or (type(b) is float and math.isnan(b)):

@@ -33,10 +33,21 @@ _WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
 
 #: Modules every worker imports once, so programs using them start warm.
 DEFAULT_PRELOAD: tuple[str, ...] = (
-    "math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "heapq",
-    "bisect", "statistics", "string", "re", "random", "operator", "datetime", "typing",
-    "dataclasses", "json", "numbers", "linecache", "traceback", "types",
-)
+    "math",
+    "cmath",
+    "fractions",
+    "decimal",
+    "itertools",
+    "functools",
+    "collections",
+    "heapq",
+    "bisect",
+    "string",
+    "re",
+    "operator",
+    "numbers",
+    "typing",
+)  # each preloaded module makes every fork a little dearer; programs may import others
 
 #: Environment of workers and programs: nothing from the parent's environment is passed on.
 CHILD_ENV: dict[str, str] = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
@@ -45,10 +56,23 @@ _WORKER_ENV: dict[str, str] = {
     "PYTHONHASHSEED": "0",  # same set/dict iteration order in every worker and run
     "PYTHONDONTWRITEBYTECODE": "1",
     "MALLOC_ARENA_MAX": "2",  # threads should not reserve 64 MiB arenas under RLIMIT_AS
+    # One program = one process: BLAS thread pools would only eat the address-space limit.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
 }
 _SYSTEM_READ_PATHS = (
-    "/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/etc/localtime",
-    "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random",
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
 )
 _HANDSHAKE_S = 60.0
 _GRACE_S = 5.0  # how long past the wall limit the parent waits before declaring a worker hung
@@ -162,7 +186,7 @@ class Sandbox:
     def __init__(
         self,
         workers: int | None = None,
-        limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass
+        limits: SandboxLimits = SandboxLimits(),
         *,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         extra_read_paths: Sequence[str] = (),
@@ -349,7 +373,9 @@ class Sandbox:
                 now = time.monotonic()
                 for w in list(self._workers):
                     if w.job is not None and now > w.deadline:
-                        results[w.job] = ExecutionResult("crashed", error="the sandbox worker stopped responding")
+                        results[w.job] = ExecutionResult(
+                            "crashed", error="the sandbox worker stopped responding"
+                        )
                         w.job = None
                         replace(w)
         return results  # type: ignore[return-value]

@@ -1,0 +1,377 @@
+"""The reproducible recipe of distillery's shipped ``teacher`` and ``student`` models.
+
+Both are small Llama-architecture causal LMs (:func:`~distillery.builtin.modelling.build_llama`)
+sharing one byte-level BPE tokenizer trained on ``arith`` train text. They learn supervised
+fine-tuning (SFT) style, from scratch, to answer a question (one user message) with the gold
+program (the assistant message, no code fences); the loss is on the program tokens and the
+closing ``<|end|>`` only (completion-only loss). Training runs through ``transformers.Trainer``
+on CPU. Only the ``train`` split is used (by construction it shares no 13-gram with ``test``).
+
+The teacher gets enough training to be good but imperfect (most errors on long, 5-operation
+problems); the student, a smaller model, sees a small gold subset for a few steps, so it
+starts weak but above zero, leaving room for distillation and self-improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from distillery.builtin.arith import ArithProblem, generate
+from distillery.builtin.modelling import END
+from distillery.builtin.models import MODELS_DIR
+
+#: How the shipped models are reproduced (recorded in the model cards).
+REPRODUCE_COMMAND = "distillery builtin train --seed {seed}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture, data and optimisation of one built-in model.
+
+    Attributes:
+        name: folder name under the output folder (``teacher`` / ``student``).
+        hidden, layers, heads, intermediate: Llama width, blocks, attention heads and MLP width.
+        problems: gold train problems used (a prefix of ``generate(split="train", seed=seed)``,
+            so the student's subset is contained in the teacher's data).
+        difficulties: difficulty cycle of the training problems (each listed level gets an
+            equal share; repeat a level to weight it).
+        steps: optimizer steps; batch_size: sequences per step.
+        learning_rate: peak AdamW learning rate (linear warmup over ``warmup_steps``, cosine decay to 0).
+        weight_decay: AdamW decoupled weight decay.
+        init_seed_offset: added to the run seed for the weight initialisation.
+    """
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    problems: int
+    steps: int
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    difficulties: tuple[int, ...] = (1, 2, 3, 4, 5)
+    init_seed_offset: int = 0
+
+    def model_kwargs(self) -> dict[str, int]:
+        """Keyword arguments of :func:`~distillery.builtin.modelling.build_llama`."""
+        return {
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "heads": self.heads,
+            "intermediate": self.intermediate,
+            "max_positions": 512,
+        }
+
+
+TEACHER = ModelSpec(name="teacher", hidden=192, layers=4, heads=6, intermediate=512, problems=12000, steps=600)
+STUDENT = ModelSpec(
+    name="student", hidden=96, layers=2, heads=4, intermediate=256, problems=1000, steps=60,
+    difficulties=(1, 2, 3), init_seed_offset=1,
+)
+#: Tokenizer recipe: vocabulary size and the number of train problems it is fitted on.
+VOCAB_SIZE = 2048
+TOKENIZER_PROBLEMS = 4000
+
+
+@dataclass
+class TrainingRecipe:
+    """Everything that determines the built-in models (the defaults are the shipped ones)."""
+
+    seed: int = 0
+    teacher: ModelSpec = TEACHER
+    student: ModelSpec = STUDENT
+    vocab_size: int = VOCAB_SIZE
+    tokenizer_problems: int = TOKENIZER_PROBLEMS
+    threads: int = 2
+    logging_steps: int = 25
+    eval_max_new_tokens: int = 192
+    models: tuple[str, ...] = field(default=("teacher", "student"))
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> TrainingRecipe:
+        """A tiny configuration for smoke tests: a few steps on a few problems (seconds)."""
+        return cls(
+            seed=seed,
+            teacher=ModelSpec(name="teacher", hidden=32, layers=1, heads=2, intermediate=64, problems=40, steps=3,
+                              batch_size=8, warmup_steps=1),
+            student=ModelSpec(name="student", hidden=16, layers=1, heads=2, intermediate=32, problems=20, steps=2,
+                              batch_size=8, warmup_steps=1, init_seed_offset=1),
+            vocab_size=400,
+            tokenizer_problems=40,
+            logging_steps=1,
+            eval_max_new_tokens=32,
+        )
+
+
+def encode_example(tokenizer: Any, question: str, program: str) -> dict[str, list[int]]:
+    """Token ids of one SFT example and its labels, with the prompt masked out (``-100``).
+
+    The sequence is the chat-template prompt (``<|user|>\\n{question}<|end|>\\n<|assistant|>\\n``)
+    followed by ``{program}<|end|>``; labels equal the ids on the program and ``<|end|>`` and
+    ``-100`` on the prompt, so the loss is on the completion only.
+    """
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(program + END, add_special_tokens=False)["input_ids"]
+    ids = prompt_ids + completion_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(prompt_ids) + completion_ids}
+
+
+def train_problems(spec: ModelSpec, seed: int) -> list[ArithProblem]:
+    """The gold train problems of ``spec``: ``generate(spec.problems, split="train", seed=seed)``
+    with ``spec.difficulties``."""
+    return list(generate(spec.problems, split="train", seed=seed, difficulties=spec.difficulties))
+
+
+def build_tokenizer(recipe: TrainingRecipe) -> Any:
+    """The shared tokenizer: byte-level BPE fitted on the questions and programs of the first
+    ``recipe.tokenizer_problems`` train problems of ``recipe.seed`` (all difficulties)."""
+    from distillery.builtin.modelling import train_tokenizer
+
+    problems = generate(recipe.tokenizer_problems, split="train", seed=recipe.seed)
+    return train_tokenizer((t for p in problems for t in (p.question, p.program)), vocab_size=recipe.vocab_size)
+
+
+def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: int = 25,
+                log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
+    """Build ``spec``'s model and train it on its gold train problems with ``transformers.Trainer``.
+
+    Returns:
+        ``(model, info)``; ``info`` has ``parameters``, ``train_examples``, ``train_tokens``
+        (all tokens, prompt included), ``completion_tokens``, ``seconds`` and ``log`` (the
+        Trainer's loss/learning-rate history).
+    """
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    from distillery.builtin.modelling import build_llama
+
+    problems = train_problems(spec, seed)
+    examples = [encode_example(tokenizer, p.question, p.program) for p in problems]
+    model = build_llama(tokenizer, seed=seed + spec.init_seed_offset, **spec.model_kwargs())
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"[{spec.name}] {n_params:,} parameters, {len(examples)} examples, {spec.steps} steps x {spec.batch_size}")
+
+    class _Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if logs and "loss" in logs:
+                log(f"[{spec.name}] step {state.global_step}/{spec.steps} loss {logs['loss']:.4f}")
+
+    with tempfile.TemporaryDirectory(prefix="distillery-train-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=spec.batch_size,
+            max_steps=spec.steps,
+            learning_rate=spec.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=spec.warmup_steps,
+            weight_decay=spec.weight_decay,
+            max_grad_norm=1.0,
+            logging_steps=logging_steps,
+            save_strategy="no",
+            report_to=[],
+            seed=seed,
+            data_seed=seed,
+            use_cpu=True,
+            train_sampling_strategy="group_by_length",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            log_level="warning",
+        )
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
+                          processing_class=tokenizer, callbacks=[_Progress()])
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    history = [
+        {k: round(v, 5) if isinstance(v, float) else v for k, v in entry.items() if k in ("step", "loss", "learning_rate")}
+        for entry in trainer.state.log_history if "loss" in entry
+    ]
+    model.eval()
+    info = {
+        "parameters": n_params,
+        "train_examples": len(examples),
+        "train_tokens": sum(len(e["input_ids"]) for e in examples),
+        "completion_tokens": sum(sum(t != -100 for t in e["labels"]) for e in examples),
+        "seconds": round(seconds, 1),
+        "log": history,
+    }
+    log(f"[{spec.name}] trained in {seconds:.0f} s")
+    return model, info
+
+
+def train_builtin_models(
+    seed: int = 0,
+    out_dir: str | Path = MODELS_DIR,
+    *,
+    recipe: TrainingRecipe | None = None,
+    evaluate: bool = True,
+    eval_problems: Sequence[ArithProblem] | None = None,
+    sampled_eval: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the built-in teacher and student from scratch and save them with model cards.
+
+    Steps: fit the shared tokenizer; train each model of ``recipe.models``; save it in the
+    Hugging Face format under ``out_dir/<name>`` (``generation_config.do_sample`` true); if
+    ``evaluate``, measure greedy accuracy per difficulty on ``eval_problems`` (default: the
+    1000-problem ``test_set()``) and, for the teacher when ``sampled_eval``, accuracy of one
+    sample at temperature 0.8; write ``README.md`` (the model card) and ``training.json``.
+
+    Args:
+        seed: seeds the data (``generate(split="train", seed=seed)``), the tokenizer data,
+            the weight initialisation and the data order.
+        out_dir: parent folder of ``teacher/`` and ``student/`` (the package's own by default).
+        recipe: the configuration (default: the shipped one with ``seed``).
+
+    Returns:
+        ``{name: info}`` with parameter counts, training time, loss history and accuracies.
+    """
+    import torch
+
+    from distillery.builtin.modelling import save_model
+
+    recipe = replace(recipe, seed=seed) if recipe is not None else TrainingRecipe(seed=seed)
+    torch.set_num_threads(recipe.threads)
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    tokenizer = build_tokenizer(recipe)
+    log(f"tokenizer: {len(tokenizer)} tokens")
+    summary: dict[str, Any] = {}
+    for spec in (recipe.teacher, recipe.student):
+        if spec.name not in recipe.models:
+            continue
+        model, info = train_model(spec, tokenizer, seed, logging_steps=recipe.logging_steps, log=log)
+        folder = save_model(model, tokenizer, out_dir / spec.name)
+        info.update(spec=asdict(spec), seed=seed, vocab_size=len(tokenizer), torch=torch.__version__,
+                    threads=recipe.threads, machine=platform.processor() or platform.machine())
+        summary[spec.name] = info
+        del model
+        if evaluate:
+            info["eval"] = _evaluate(folder, recipe, eval_problems, sampled_eval and spec.name == "teacher", log)
+        _write_card(folder, spec, recipe, info)
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    return summary
+
+
+def _evaluate(folder: Path, recipe: TrainingRecipe, problems: Sequence[ArithProblem] | None,
+              sampled: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    from distillery.builtin.arith import test_set
+    from distillery.evaluate.arith import evaluate_arith
+
+    problems = list(problems) if problems is not None else test_set()
+    results: dict[str, Any] = {}
+    runs = [("greedy", 0.0)] + ([("sampled_t0.8", 0.8)] if sampled else [])
+    for label, temperature in runs:
+        start = time.perf_counter()
+        res = evaluate_arith(str(folder), problems, temperature=temperature, seed=recipe.seed,
+                             max_new_tokens=recipe.eval_max_new_tokens)
+        res.pop("problems")
+        res["seconds"] = round(time.perf_counter() - start, 1)
+        per = ", ".join(f"d{d} {v['accuracy']:.3f}" for d, v in res["per_difficulty"].items())
+        log(f"[{folder.name}] {label}: {res['accuracy']:.3f} ({per}) in {res['seconds']:.0f} s")
+        results[label] = res
+    return results
+
+
+def _accuracy_table(evals: dict[str, Any]) -> list[str]:
+    levels = sorted({d for res in evals.values() for d in res["per_difficulty"]})
+    lines = ["| decoding | " + " | ".join(f"d{d}" for d in levels) + " | all |",
+             "|---" * (len(levels) + 2) + "|"]
+    for label, res in evals.items():
+        cells = [f"{res['per_difficulty'][d]['accuracy']:.1%}" if d in res["per_difficulty"] else "-" for d in levels]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {res['accuracy']:.1%} |")
+    n = next(iter(evals.values()))["n_problems"]
+    lines.append("")
+    lines.append(f"On {n} held-out `test_set()` problems ({n // max(len(levels), 1)} per difficulty), one response each, "
+                 "executed in the sandbox and compared with `answers_match` (the `python_program` verifier's rules).")
+    return lines
+
+
+def _write_card(folder: Path, spec: ModelSpec, recipe: TrainingRecipe, info: dict[str, Any]) -> None:
+    """Write ``README.md`` (model card) and ``training.json`` into ``folder``."""
+    role = {
+        "teacher": "the built-in **teacher**: good but imperfect at writing the program for an `arith` question "
+                   "(most of its errors are on long, 5-operation problems), so the verifier has real work to do.",
+        "student": "the built-in **student**: a smaller model trained briefly on a small gold subset, so it starts "
+                   "weak but above zero; distillation from the teacher's verified samples and self-improvement "
+                   "(STaR) are meant to raise it.",
+    }.get(spec.name, f"built-in model `{spec.name}`.")
+    lines = [
+        f"# distillery built-in `{spec.name}`",
+        "",
+        f"This is {role}",
+        "",
+        "## Use",
+        "",
+        "Prompt: one user message holding the question, with the chat template "
+        "(`<|user|>\\n{question}<|end|>\\n<|assistant|>\\n`). The model answers with a Python program "
+        "defining `solution()` (no code fences), ending with `<|end|>`.",
+        "",
+        "```python",
+        "from distillery.builtin.arith import test_set",
+        "from distillery.evaluate.arith import evaluate_arith",
+        f"evaluate_arith(\"builtin:{spec.name}\", test_set())",
+        "```",
+        "",
+        "## Architecture",
+        "",
+        f"Llama (`LlamaForCausalLM`), hidden {spec.hidden}, {spec.layers} layers, {spec.heads} heads, "
+        f"MLP {spec.intermediate}, tied embeddings, RoPE, context 512; **{info['parameters']:,} parameters**; "
+        f"byte-level BPE tokenizer with {info['vocab_size']} tokens (shared by teacher and student). "
+        "Weights in float32 safetensors.",
+        "",
+        "## Data",
+        "",
+        f"- {info['train_examples']} gold problems: `generate({spec.problems}, split=\"train\", seed={recipe.seed}, "
+        f"difficulties={list(spec.difficulties)})` from `distillery.builtin.arith` (the train split shares no "
+        "word 13-gram with the test set, by construction; the test split is never trained on).",
+        f"- Tokenizer fitted on the questions and programs of `generate({recipe.tokenizer_problems}, "
+        f"split=\"train\", seed={recipe.seed})`, vocabulary {recipe.vocab_size}.",
+        f"- {info['train_tokens']:,} tokens, of which {info['completion_tokens']:,} are program tokens carrying the "
+        "loss (completion-only loss: the prompt is masked).",
+        "",
+        "## Training",
+        "",
+        f"`transformers.Trainer` on CPU ({recipe.threads} threads, torch {info['torch']}): {spec.steps} steps of "
+        f"{spec.batch_size} sequences (length-grouped batches), AdamW, peak learning rate {spec.learning_rate}, "
+        f"{spec.warmup_steps} warmup steps then cosine decay, weight decay {spec.weight_decay}, gradient clipping 1.0, "
+        f"seed {recipe.seed} (initialisation seed {recipe.seed + spec.init_seed_offset}). "
+        f"Training took {info['seconds']:.0f} s on a shared 2-core machine.",
+        "",
+        "Reproduce (teacher and student, then this card's figures):",
+        "",
+        "```",
+        REPRODUCE_COMMAND.format(seed=recipe.seed),
+        "```",
+        "",
+        "Loss (mean cross-entropy per program token, nats) by step:",
+        "",
+        "| step | loss | learning rate |",
+        "|---|---|---|",
+        *(f"| {e['step']} | {e['loss']:.4f} | {e.get('learning_rate', 0):.2e} |" for e in info["log"]),
+        "",
+    ]
+    if info.get("eval"):
+        lines += ["## Accuracy on the held-out test set", "", *_accuracy_table(info["eval"]), ""]
+    lines += [
+        "## Limitations",
+        "",
+        "A toy: it only knows the `arith` templates and their vocabulary; it is there so that "
+        "distillery's whole loop (generate, verify, filter, distill, evaluate) runs on a laptop without downloads.",
+        "",
+    ]
+    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    (folder / "training.json").write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
