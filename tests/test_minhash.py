@@ -105,6 +105,18 @@ def test_minhash_estimates_jaccard_without_bias() -> None:
         assert np.std(est) == pytest.approx(np.sqrt(j * (1 - j) / 128), rel=0.2)
 
 
+def test_signatures_are_per_document_minima_across_chunks(gsm8k: list[str]) -> None:
+    texts = gsm8k[:300] + ["", "short text"] + gsm8k[300:400]  # ~40k shingles: several chunks
+    batch = Shingler().shingles(texts)
+    hasher = MinHasher(num_perm=64, seed=9)
+    sig = hasher.signatures(batch)
+    fp = (batch.hashes >> np.uint64(32)).astype(np.uint32)
+    for d in (0, 150, 299, 300, 301, len(texts) - 1):
+        x = fp[batch.offsets[d] : batch.offsets[d + 1]]
+        want = (hasher._a * x[None, :]).min(axis=1) if len(x) else np.full(64, 0xFFFFFFFF)
+        assert sig[d].tolist() == want.tolist()
+
+
 def test_pair_jaccard_is_exact(gsm8k: list[str]) -> None:
     texts = gsm8k[:40] + [gsm8k[0].replace("the", "a"), gsm8k[1][:200], "", "", "one two"] + TRICKY
     batch = Shingler().shingles(texts)
@@ -155,6 +167,17 @@ def test_band_table_is_a_multimap() -> None:
         got.setdefault(int(queries[qi]), []).append(ei)
     want = {int(k): reference[int(k)] for k in queries if int(k) in reference}
     assert {k: sorted(v) for k, v in got.items()} == want
+
+
+def test_band_table_wraps_probes_around_the_end() -> None:
+    rng = np.random.default_rng(5)
+    # every key's home slot is the table's last one, for any size up to 2**12
+    keys = (rng.integers(0, 2**40, size=300, dtype=np.uint64) << np.uint64(12)) | np.uint64(0xFFF)
+    table = BandTable(capacity=16)
+    for part in np.array_split(keys, 5):
+        table.insert(part)
+    q, e = table.query(keys)
+    assert sorted(e.tolist()) == list(range(300)) and (q == e).all()
 
 
 def test_pairs_within_finds_every_shared_bucket() -> None:
@@ -352,3 +375,27 @@ def test_planted_corpus_spreads_similarities(gsm8k: list[str]) -> None:
         if jaccard(sets[a], sets[c]) >= 0.5
     }
     assert similar_pairs(sets, 0.5) == brute
+
+
+def test_best_kept_match_wins_whatever_the_batching() -> None:
+    w = [f"w{k}" for k in range(100)]
+    a = " ".join(w)
+    c = " ".join(w[:90] + [f"z{k}" for k in range(10)])
+    b = " ".join(w[:50] + ["extra"] + w[50:90] + [f"z{k}" for k in range(10)])
+    sa, sb, sc = shingle_set(a), shingle_set(b), shingle_set(c)
+    assert jaccard(sa, sb) < 0.8 <= jaccard(sa, sc) < jaccard(sb, sc)
+    one_shot = NearDuplicateIndex().add([a, b, c], ["a", "b", "c"])
+    index = NearDuplicateIndex()
+    streamed = index.add([a], ["a"]) + index.add([b, c], ["b", "c"])
+    assert one_shot == streamed
+    assert one_shot[1] is None and one_shot[2].duplicate_of == "b"
+    assert one_shot[2].jaccard == pytest.approx(jaccard(sb, sc))
+
+
+def test_empty_batches() -> None:
+    index = NearDuplicateIndex()
+    assert index.add([]) == [] and index.match([]) == [] and len(index) == 0
+    clusters = index.cluster([])
+    assert len(clusters.labels) == 0 and len(clusters.left) == 0
+    index.add(["some text here"])
+    assert index.match([]) == []

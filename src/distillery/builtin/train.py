@@ -145,15 +145,17 @@ def build_tokenizer(recipe: TrainingRecipe) -> Any:
 
 
 def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: int = 25,
-                log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
+                log: Callable[[str], None] = print, callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, Any]]:
     """Build ``spec``'s model and train it on its gold train problems with ``transformers.Trainer``.
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. to save snapshots).
 
     Returns:
         ``(model, info)``; ``info`` has ``parameters``, ``train_examples``, ``train_tokens``
         (all tokens, prompt included), ``completion_tokens``, ``seconds`` and ``log`` (the
         Trainer's loss/learning-rate history).
     """
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     from distillery.builtin.modelling import build_llama
 
@@ -191,7 +193,8 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
         )
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
-                          processing_class=tokenizer, callbacks=[_Progress()])
+                          processing_class=tokenizer, callbacks=[_Progress(), *callbacks])
+        trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

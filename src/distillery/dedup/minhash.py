@@ -14,23 +14,27 @@ Pipeline of one batch of texts (all vectorised with numpy, one core):
 
 Defaults and why:
 
-- ``ngram = 5`` words: short enough that a one-word edit removes only 5 shingles of a
-  ~100-word text (so light rewording still scores high), long enough that unrelated math
-  word problems, which share many 2-3 word phrases ("how many", "does she have"), score
-  near 0 (measured on GSM8K: see ``benchmarks/minhash.py``).
+- ``ngram = 5`` words, the default of datatrove's MinHash deduplication (used for FineWeb).
+  On GSM8K no two distinct train problems reach ``J >= 0.5`` for any ``n`` in 2..7
+  (measured), so ``n`` mostly sets how much editing a near duplicate may carry: one
+  isolated word edit changes about ``n`` of ``N`` shingles, so at ``t = 0.8`` a text of
+  ``N ~ 100`` shingles tolerates about ``N / (9 n)`` edits: 2 at ``n = 5`` (3.6 at 3, 1.5 at 7).
 - LSH weights ``false_positive_weight = 0.1``, ``false_negative_weight = 0.9``: with the
   exact check a false positive only costs one verification, while a false negative is a
   missed duplicate; at threshold 0.8 and 128 permutations this gives 14 bands of 9 rows
   (S-curve midpoint ``(1/14)**(1/9) = 0.75``; a pair at exactly 0.8 is a candidate with
-  probability 0.87, at 0.9 with 0.998). Equal weights (datasketch's default) give 9 x 13
-  and miss ~17% of pairs spread uniformly over 0.8..1.0.
+  probability 0.87, at 0.9 with 0.998; datatrove's 14 x 8 makes the same trade). Equal
+  weights (datasketch's default) give 9 x 13, which misses ~17% of pairs spread uniformly
+  over 0.8..1.0 (``benchmarks/minhash.py``: recall 0.81 against 0.98).
 
-Memory per indexed document (``k = num_perm``, ``b`` bands, ``S`` shingles, about the word
-count): ``b * 28`` bytes of LSH table at most (:class:`~distillery.dedup.lsh.BandTable`) +
-``2 k`` bytes of 16-bit signature + ``8 S + 8`` bytes of shingle hashes when
-``verify_jaccard`` + one reference to its id. For GSM8K-sized texts (~105 words, ``k = 128``,
-``b = 14``) that is about 0.4 + 0.26 + 0.82 = 1.5 KB (0.65 KB without the exact check);
-:meth:`NearDuplicateIndex.memory_bytes` reports the allocated total.
+Memory per indexed document (``k = num_perm``, ``b`` bands, ``S`` distinct shingles, about
+the word count): LSH table ``12 b`` bytes of entries plus 4-byte slots, 2 to 4 per distinct
+band key (:class:`~distillery.dedup.lsh.BandTable`, at most ``28 b``); ``2 k`` bytes of
+16-bit signature; ``8 S + 8`` bytes of shingle set when ``verify_jaccard``; one reference to
+its id. For GSM8K-sized texts (~105 words, ``k = 128``, ``b = 14``) that is about
+0.3 + 0.26 + 0.8 = 1.4 KB (measured 1,414 bytes allocated per kept document over 15k
+documents; about 0.6 KB without the exact check). :meth:`NearDuplicateIndex.memory_bytes`
+reports the allocated total.
 """
 
 from __future__ import annotations
@@ -177,14 +181,14 @@ class NearDuplicateIndex:
         rows: int | None = None,
         max_fanout: int = 32,
     ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if (bands is None) != (rows is None):
             raise ValueError("give both bands and rows, or neither")
         if bands is None or rows is None:
             bands, rows = optimal_params(threshold, num_perm, false_positive_weight, false_negative_weight)
         elif bands < 1 or rows < 1 or bands * rows > num_perm:
-            raise ValueError(f"need 1 <= bands * rows <= num_perm, got {bands} x {rows} > {num_perm}")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+            raise ValueError(f"need 1 <= bands * rows <= num_perm, got {bands} x {rows} with {num_perm}")
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands, self.rows = bands, rows
@@ -259,8 +263,9 @@ class NearDuplicateIndex:
         documents of the same batch, without changing the index.
 
         A document of the batch counts as kept (and can be matched by later ones) when it
-        matches nothing itself. The match reported is the most similar one (exact Jaccard,
-        or the estimate without verification); ties go to the earliest document.
+        matches nothing itself. The match reported is the most similar kept document (exact
+        Jaccard, or the estimate without verification); ties go to the earliest in input
+        order, so the result does not depend on how a stream is cut into batches.
 
         Args:
             batch: texts, or their :meth:`sketch`.
@@ -306,6 +311,7 @@ class NearDuplicateIndex:
             i, j, exact, est = i[ok], j[ok], exact[ok], est[ok]
             s = exact if self.verify_jaccard else est
             order = np.lexsort((i, -s, j))  # by later document, best score, earliest partner
+            decided = -1
             for a, c, ex, es, sc in zip(
                 i[order].tolist(),
                 j[order].tolist(),
@@ -314,7 +320,12 @@ class NearDuplicateIndex:
                 s[order].tolist(),
                 strict=True,
             ):
-                if dup[c] < 0 and dup[a] < 0:  # c unmatched so far, a kept
+                # the first kept partner is c's best in the batch (a < c, so a is settled);
+                # it wins over c's best indexed match only with a higher score
+                if c == decided or dup[a] >= 0:
+                    continue
+                decided = c
+                if dup[c] < 0 or sc > score[c]:
                     dup[c] = n + a
                     score[c], exact_of[c], est_of[c] = sc, ex, es
 

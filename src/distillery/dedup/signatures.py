@@ -41,7 +41,7 @@ class MinHasher:
 
     Args:
         num_perm: signature length ``k >= 1``.
-        seed: seed of ``a_i, b_i``; equal seeds give equal signatures on any machine.
+        seed: seed of the multipliers ``a_i``; equal seeds give equal signatures on any machine.
 
     Raises:
         ValueError: ``num_perm < 1``.
@@ -53,6 +53,14 @@ class MinHasher:
         self.num_perm = num_perm
         rng = np.random.default_rng([seed, 5])
         self._a = rng.integers(0, 2**32, size=(num_perm, 1), dtype=np.uint32) | np.uint32(1)
+        self._buffer: np.ndarray | None = None
+
+    def _work(self, width: int) -> np.ndarray:
+        """A ``(k, width)`` scratch buffer, kept between calls: a fresh 4 MiB buffer per
+        small batch would cost more in page faults than the hashing itself."""
+        if self._buffer is None or self._buffer.shape[1] < width:
+            self._buffer = np.empty((self.num_perm, max(width, _CHUNK_SHINGLES)), dtype=np.uint32)
+        return self._buffer[:, :width]
 
     def signatures(self, batch: ShingleBatch) -> np.ndarray:
         """MinHash signatures of every document of ``batch``.
@@ -70,7 +78,9 @@ class MinHasher:
         fp = (batch.hashes >> np.uint64(32)).astype(np.uint32)
         starts = offsets[nonempty]
         ends = offsets[nonempty + 1]
-        work = np.empty((self.num_perm, max(_CHUNK_SHINGLES, int((ends - starts).max()))), dtype=np.uint32)
+        total = int(ends[-1] - starts[0])
+        width = max(-(-total // -(-total // _CHUNK_SHINGLES)), int((ends - starts).max()))  # equal chunks
+        work = self._work(width)
         i = 0
         while i < len(nonempty):
             # documents [i, j) whose shingles fit in one chunk (at least one document)
@@ -95,7 +105,7 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, bits16: bool = False)
     Returns:
         ``float64`` array ``(P,)`` (or a scalar array) in ``[0, 1]``.
     """
-    equal = (sig_a == sig_b).mean(axis=-1)
+    equal = np.count_nonzero(sig_a == sig_b, axis=-1) / sig_a.shape[-1]
     if bits16:
         equal = np.clip((equal - _B16) / (1.0 - _B16), 0.0, 1.0)
     return equal

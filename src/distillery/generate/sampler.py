@@ -20,11 +20,11 @@ from distillery.generate.candidates import PromptItem, candidate_record
 from distillery.pipeline.stage import Stage, StageStats
 
 
-def run_stages(stages: list[Stage], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def run_stages(stages: list[Stage], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Apply ``stages`` in order to the live records of ``records``; return the survivors."""
     live = [r for r in records if r["accepted"]]
     for stage in stages:
-        live = stage.apply(live)
+        live = await stage.apply_async(live)
     return live
 
 
@@ -127,7 +127,7 @@ class RejectionSampler:
             stats.seconds += time.perf_counter() - started
             stats.records_in += len(wave)
             stats.records_out += sum(r["accepted"] for r in wave)
-            for record in run_stages(self.stages, wave):
+            for record in await run_stages(self.stages, wave):
                 accepted[owner[id(record)]] += 1
             # keep the records in (prompt, sample) order whatever order they completed in
             wave.sort(key=lambda r: (owner[id(r)], r["sample_index"]))

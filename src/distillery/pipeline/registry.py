@@ -17,8 +17,9 @@ from distillery.filter.length import LengthConfig
 from distillery.filter.repetition import RepetitionConfig
 from distillery.pipeline.config import StageConfig
 from distillery.verify.math_answer import MathAnswerConfig
+from distillery.verify.python_program import PythonProgramConfig
 
-VERIFIERS: list[type[StageConfig]] = [MathAnswerConfig]
+VERIFIERS: list[type[StageConfig]] = [MathAnswerConfig, PythonProgramConfig]
 FILTERS: list[type[StageConfig]] = [LengthConfig, RepetitionConfig]
 DEDUP: list[type[StageConfig]] = [ExactDedupConfig, MinHashConfig]
 

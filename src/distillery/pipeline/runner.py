@@ -70,10 +70,12 @@ def make_backend(recipe: Recipe) -> Backend:
 
 
 def build_stages(recipe: Recipe, ctx: BuildContext) -> tuple[list[Stage], list[Stage]]:
-    """Build the recipe's stages: ``(stateless, stateful)``.
+    """Build the recipe's stages: ``(in_loop, after_sampling)``.
 
-    Stateless stages (verifiers, filters, decontamination) are ordered cheapest first unless
-    ``stage_order: recipe``; stateful ones (deduplication) always run last, in recipe order.
+    Record-scoped stateless stages (verifiers, filters, decontamination) run inside the
+    sampling loop, cheapest first unless ``stage_order: recipe``. After sampling come the
+    prompt-scoped stages (e.g. self-consistency, which needs all of a prompt's candidates),
+    then the stateful ones (deduplication), in that order.
     """
     configs: list[Any] = [*recipe.verifiers, *recipe.filters]
     if recipe.decontamination is not None:
@@ -84,11 +86,13 @@ def build_stages(recipe: Recipe, ctx: BuildContext) -> tuple[list[Stage], list[S
     for name, count in names.items():
         if count > 1:
             raise RecipeError(f"two stages are named {name!r}; give one a distinct `name:`")
-    stateless = [s for s in stages if not s.stateful]
+    in_loop = [s for s in stages if not s.stateful and s.scope == "record"]
+    grouped = [s for s in stages if not s.stateful and s.scope == "prompt"]
     stateful = [s for s in stages if s.stateful]
     if recipe.stage_order == "auto":
-        stateless.sort(key=lambda s: s.cost)  # stable: equal costs keep recipe order
-    return stateless, stateful
+        in_loop.sort(key=lambda s: s.cost)  # stable: equal costs keep recipe order
+        grouped.sort(key=lambda s: s.cost)
+    return in_loop, grouped + stateful
 
 
 def _batches(items: Iterator[SeedItem], size: int) -> Iterator[list[SeedItem]]:
@@ -185,12 +189,12 @@ class Pipeline:
         recipe = self.recipe
         shards = self._prepare_run_dir()
         ctx = BuildContext(base_dir=recipe.base_dir, run_dir=self.run_dir)
-        stateless, stateful = build_stages(recipe, ctx)
+        in_loop, after_sampling = build_stages(recipe, ctx)
         prompt = PromptBuilder(
             recipe.prompt.template, recipe.prompt.system, [t.model_dump() for t in recipe.prompt.few_shot]
         )
         required = set(prompt.variables)
-        for stage in stateless + stateful:
+        for stage in in_loop + after_sampling:
             required |= set(getattr(stage, "required_seed_fields", ()))
         responder = None
         if recipe.curate:
@@ -205,12 +209,12 @@ class Pipeline:
         session = {"backend_calls": 0, "cache_hits": 0, "started": time.perf_counter()}
         try:
             # rebuild deduplication state from batches finished in an earlier session
-            if stateful and done:
+            if after_sampling and done:
                 for path in shards.paths("accepted"):
                     import pyarrow.parquet as pq
 
                     records = pq.read_table(path).to_pylist()
-                    for stage in stateful:
+                    for stage in after_sampling:
                         stage.commit(records)
             total = recipe.seeds.limit
             with RunProgress(total, enabled=self.progress, console=self.console) as bar:
@@ -219,13 +223,13 @@ class Pipeline:
                         bar.on_batch(len(items), done[k]["accepted"], done[k]["candidates"])
                         continue
                     marker = await self._run_batch(
-                        k, items, reader, prompt, responder, backend, stateless, stateful, shards, bar
+                        k, items, reader, prompt, responder, backend, in_loop, after_sampling, shards, bar
                     )
                     done[k] = marker
                     session["backend_calls"] += marker["backend_calls"]
                     session["cache_hits"] += marker["cache_hits"]
         finally:
-            for stage in stateless + stateful:
+            for stage in in_loop + after_sampling:
                 stage.close()
             if backend is not None:
                 await backend.aclose()
@@ -233,7 +237,7 @@ class Pipeline:
                 cache.close()
         from distillery.report.build import finalize_run
 
-        return finalize_run(self.run_dir, recipe, shards, stateless + stateful, session, self.console)
+        return finalize_run(self.run_dir, recipe, shards, in_loop + after_sampling, session, self.console)
 
     async def _run_batch(
         self,
@@ -243,14 +247,14 @@ class Pipeline:
         prompt: PromptBuilder,
         responder: PromptBuilder | None,
         backend: Backend | None,
-        stateless: list[Stage],
-        stateful: list[Stage],
+        in_loop: list[Stage],
+        after_sampling: list[Stage],
         shards: ShardStore,
         bar: RunProgress,
     ) -> dict[str, Any]:
         recipe = self.recipe
         started = time.perf_counter()
-        for stage in stateless + stateful:
+        for stage in in_loop + after_sampling:
             stage.stats = StageStats(stage.name, stage.kind)
         read = StageStats("read", "read")
         records: list[dict[str, Any]] = []
@@ -284,12 +288,12 @@ class Pipeline:
             for r in candidates:
                 if not r["accepted"]:
                     generate.reasons[r["reject_reason"].split(":", 1)[0]] += 1
-            run_stages(stateless, candidates)
+            await run_stages(in_loop, candidates)
         else:
             assert backend is not None and recipe.teacher is not None
             sampler = RejectionSampler(
                 backend,
-                stateless,
+                in_loop,
                 recipe.teacher.sampling.params(),
                 recipe.generation.samples_per_prompt,
                 recipe.generation.accept_per_prompt,
@@ -306,9 +310,10 @@ class Pipeline:
             waves = result.waves
             retries = result.retries
         survivors = [r for r in candidates if r["accepted"]]
-        for stage in stateful:
-            survivors = stage.apply(survivors)
-        for stage in stateful:
+        for stage in after_sampling:
+            stage.prepare(candidates)
+            survivors = await stage.apply_async(survivors)
+        for stage in after_sampling:
             stage.commit(survivors)
         records.extend(candidates)
         accepted = [r for r in records if r["accepted"]]
@@ -330,7 +335,7 @@ class Pipeline:
             "billed_tokens_in": sum(r.get("tokens_in") or 0 for r in live_tokens),
             "billed_tokens_out": sum(r.get("tokens_out") or 0 for r in live_tokens),
             "retries": retries,
-            "stages": [s.to_dict() for s in (read, generate, *[st.stats for st in stateless + stateful])],
+            "stages": [s.to_dict() for s in (read, generate, *[st.stats for st in in_loop + after_sampling])],
             "seconds": round(time.perf_counter() - started, 4),
             "finished_at": utc_now(),
         }

@@ -7,7 +7,11 @@ every record it sees, marks failures rejected with their reason, and counts reco
 out, reasons and time (the datatrove ``BaseFilter`` pattern).
 
 Stages that need the whole batch at once (a model forward pass, a process pool) override
-:meth:`Stage.check_batch`. Stages that remember what they have accepted (deduplication)
+:meth:`Stage.check_batch`; stages that call a model server override the coroutine
+:meth:`Stage.check_batch_async` (the runner always goes through :meth:`Stage.apply_async`).
+Stages whose verdict on a candidate depends on the other candidates of the same prompt
+(self-consistency) set ``scope = "prompt"``: they run after sampling, on every candidate of the
+batch, and see them all first through :meth:`Stage.prepare`. Stages that remember what they have accepted (deduplication)
 set ``stateful = True``: they are run after every stateless stage, must treat earlier
 records of the same batch as already seen, and are told which records were finally
 accepted through :meth:`Stage.commit` (also used to rebuild their state on resume).
@@ -107,6 +111,7 @@ class Stage:
     type_name: ClassVar[str] = "stage"
     cost: ClassVar[float] = 1.0
     stateful: ClassVar[bool] = False
+    scope: ClassVar[str] = "record"  # or "prompt": needs all candidates of a prompt (see module doc)
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.type_name
@@ -121,6 +126,13 @@ class Stage:
         """Judge live records in order; default: :meth:`check` on each."""
         return [self.check(r) for r in records]
 
+    async def check_batch_async(self, records: list[dict[str, Any]]) -> list[Check]:
+        """Coroutine form of :meth:`check_batch` (default: calls it); override to await a backend."""
+        return self.check_batch(records)
+
+    def prepare(self, records: list[dict[str, Any]]) -> None:
+        """Prompt-scoped stages: see every candidate of the batch (accepted or not) before checking."""
+
     def commit(self, records: list[dict[str, Any]]) -> None:
         """Stateful stages: remember ``records``, the batch's finally accepted ones, in order."""
 
@@ -133,6 +145,8 @@ class Stage:
 
         Returns the records that survive. Rejected records are marked in place
         (``accepted=False``, ``reject_stage``, ``reject_reason``); none is dropped.
+        Must not be called from a running event loop when the stage is asynchronous; use
+        :meth:`apply_async` there.
 
         Raises:
             RuntimeError: ``check_batch`` returned a different number of checks than records.
@@ -141,7 +155,17 @@ class Stage:
         if not live:
             return []
         start = time.perf_counter()
-        checks = self.check_batch(live)
+        return self._record(live, self.check_batch(live), start)
+
+    async def apply_async(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`apply` for use inside an event loop (awaits :meth:`check_batch_async`)."""
+        live = [r for r in records if r["accepted"]]
+        if not live:
+            return []
+        start = time.perf_counter()
+        return self._record(live, await self.check_batch_async(live), start)
+
+    def _record(self, live: list[dict[str, Any]], checks: list[Check], start: float) -> list[dict[str, Any]]:
         if len(checks) != len(live):
             raise RuntimeError(f"stage {self.name}: {len(checks)} checks for {len(live)} records")
         survivors = []

@@ -1,0 +1,113 @@
+"""The shipped built-in teacher and student: accuracy targets, size, and the training code path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillery.builtin.arith import test_set
+from distillery.builtin.models import MODELS_DIR, builtin_model_path
+from distillery.evaluate.arith import evaluate_arith
+
+# A fixed held-out sample: the first 40 test problems of difficulties 1, 2 and 5 (test ids are
+# fixed by the package, difficulties cycle 1..5 by index).
+PER_LEVEL = 40
+LEVELS = (1, 2, 5)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    problems = []
+    for level in LEVELS:
+        problems += [p for p in test_set() if p.difficulty == level][:PER_LEVEL]
+    return problems
+
+
+@pytest.fixture(scope="module")
+def teacher_eval(sample):
+    return evaluate_arith("builtin:teacher", sample, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def student_eval(sample):
+    return evaluate_arith("builtin:student", sample, batch_size=64)
+
+
+def _acc(res, *levels):
+    n = sum(res["per_difficulty"][d]["n"] for d in levels)
+    return sum(res["per_difficulty"][d]["correct"] for d in levels) / n
+
+
+def test_sample_is_fixed_and_held_out(sample):
+    assert len(sample) == PER_LEVEL * len(LEVELS)
+    assert sample[0].id == "arith-test-0" and all(p.split == "test" for p in sample)
+
+
+def test_teacher_meets_accuracy_targets(teacher_eval):
+    assert teacher_eval["n_problems"] == PER_LEVEL * len(LEVELS)
+    easy = _acc(teacher_eval, 1, 2)
+    hard = _acc(teacher_eval, 5)
+    assert easy >= 0.85, teacher_eval["per_difficulty"]
+    assert 0.25 <= hard <= 0.70, teacher_eval["per_difficulty"]
+    # every response is a program the sandbox ran or rejected with a verdict
+    assert sum(teacher_eval["verdicts"].values()) == PER_LEVEL * len(LEVELS)
+    assert teacher_eval["verdicts"]["correct"] == round(teacher_eval["accuracy"] * PER_LEVEL * len(LEVELS))
+
+
+def test_student_is_weaker_but_not_zero(teacher_eval, student_eval):
+    assert _acc(student_eval, 1) > 0.0, student_eval["per_difficulty"]
+    assert student_eval["accuracy"] <= teacher_eval["accuracy"] - 0.25, (student_eval["accuracy"],
+                                                                         teacher_eval["accuracy"])
+    for level in LEVELS:
+        assert _acc(student_eval, level) <= _acc(teacher_eval, level)
+
+
+def test_student_generates_programs():
+    from distillery.backends.transformers_local import load_model_and_tokenizer
+
+    lm, tok = load_model_and_tokenizer(str(builtin_model_path("student")), device="cpu")
+    problem = test_set()[0]
+    prompt = tok.apply_chat_template([{"role": "user", "content": problem.question}], tokenize=False,
+                                     add_generation_prompt=True)
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
+    out = lm.generate(**enc, max_new_tokens=64, do_sample=False, pad_token_id=tok.pad_token_id)
+    text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.startswith("def solution():")
+
+
+def test_shipped_models_share_tokenizer_and_are_small():
+    teacher, student = builtin_model_path("teacher"), builtin_model_path("student")
+    assert (teacher / "tokenizer.json").read_bytes() == (student / "tokenizer.json").read_bytes()
+    t_cfg = json.loads((teacher / "config.json").read_text())
+    s_cfg = json.loads((student / "config.json").read_text())
+    assert t_cfg["model_type"] == s_cfg["model_type"] == "llama"
+    assert s_cfg["hidden_size"] < t_cfg["hidden_size"]
+    for folder in (teacher, student):
+        assert json.loads((folder / "generation_config.json").read_text())["do_sample"] is True
+        card = (folder / "README.md").read_text()
+        assert "distillery builtin train --seed 0" in card and "| greedy |" in card
+    total = sum(f.stat().st_size for f in MODELS_DIR.rglob("*") if f.is_file())
+    assert total <= 25 * 1024 * 1024, total
+
+
+def test_quick_training_writes_loadable_models(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from distillery.backends.transformers_local import load_model_and_tokenizer
+    from distillery.builtin.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--quick", "--out", str(tmp_path), "--eval-limit", "5"])
+    assert result.exit_code == 0, result.output
+    for name in ("teacher", "student"):
+        folder = tmp_path / name
+        card = (folder / "README.md").read_text()
+        assert "--seed 0" in card and "| greedy |" in card
+        info = json.loads((folder / "training.json").read_text())
+        assert info["log"] and info["log"][0]["loss"] > 0
+        lm, tok = load_model_and_tokenizer(str(folder), device="cpu")
+        assert tok.chat_template and lm.config.vocab_size == len(tok)
+    teacher_info = json.loads((tmp_path / "teacher" / "training.json").read_text())
+    student_info = json.loads((tmp_path / "student" / "training.json").read_text())
+    assert student_info["parameters"] < teacher_info["parameters"]
