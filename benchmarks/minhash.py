@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import Benchmark, build  # noqa: E402
 from distillery.dedup.lsh import optimal_params  # noqa: E402
-from distillery.dedup.minhash import NearDuplicateIndex  # noqa: E402
+from distillery.dedup.neardup import NearDuplicateIndex  # noqa: E402
 from distillery.dedup.signatures import MinHasher  # noqa: E402
 from distillery.text import words  # noqa: E402
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from distillery.dedup.jaccard import pair_jaccard
 from distillery.dedup.lsh import BandTable, candidate_probability, optimal_params, pairs_within
-from distillery.dedup.minhash import MinHashConfig, MinHashDedup, NearDuplicateIndex
+from distillery.dedup.minhash import MinHashConfig, MinHashDedup
+from distillery.dedup.neardup import NearDuplicateIndex
 from distillery.dedup.planted import jaccard, plant_near_duplicates, shingle_set, similar_pairs
 from distillery.dedup.shingles import ShingleBatch, Shingler
 from distillery.dedup.signatures import MinHasher, estimate_jaccard

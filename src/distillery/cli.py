@@ -89,6 +89,11 @@ def report(
         print_funnel(data, Console())
 
 
+from distillery.train.cli import distill_command  # noqa: E402
+
+app.command("distill")(distill_command)
+
+
 @app.command()
 def version() -> None:
     """Print distillery's version."""

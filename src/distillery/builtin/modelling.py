@@ -104,6 +104,9 @@ def save_model(model: Any, tokenizer: Any, folder: str | Path) -> Path:
     """Save model (safetensors) and tokenizer (with chat template) in the Hugging Face format."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # a tokenizer called with truncation=True keeps that setting in tokenizer.json; never ship it
+    tokenizer.backend_tokenizer.no_truncation()
+    tokenizer.backend_tokenizer.no_padding()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder

@@ -44,7 +44,7 @@ class ModelSpec:
             equal share; repeat a level to weight it).
         steps: optimizer steps; batch_size: sequences per step.
         learning_rate: peak AdamW learning rate (linear warmup over ``warmup_steps``, cosine decay to 0).
-        weight_decay: AdamW decoupled weight decay.
+        weight_decay: AdamW decoupled weight decay; adam_beta2: AdamW's second-moment decay.
         init_seed_offset: added to the run seed for the weight initialisation.
     """
 
@@ -59,6 +59,7 @@ class ModelSpec:
     learning_rate: float = 2e-3
     warmup_steps: int = 30
     weight_decay: float = 0.01
+    adam_beta2: float = 0.98
     difficulties: tuple[int, ...] = (1, 2, 3, 4, 5)
     init_seed_offset: int = 0
 
@@ -179,6 +180,7 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
             lr_scheduler_type="cosine",
             warmup_steps=spec.warmup_steps,
             weight_decay=spec.weight_decay,
+            adam_beta2=spec.adam_beta2,
             max_grad_norm=1.0,
             logging_steps=logging_steps,
             save_strategy="no",
