@@ -20,9 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.helpers import Server, build_tiny_gsm8k_model  # noqa: E402
+
 from distillery.pipeline.runner import Pipeline  # noqa: E402
 from distillery.recipe import Recipe  # noqa: E402
-from tests.helpers import Server, build_tiny_gsm8k_model  # noqa: E402
 
 
 def run(server: Server, out: Path, seeds: int, concurrency: int, max_tokens: int, fresh: bool = False) -> tuple[dict, float]:

@@ -100,21 +100,26 @@ class TimedModel:
         return self.model.get_embedding_dimension()
 
 
+def _earlier_similarities(x: np.ndarray) -> np.ndarray:
+    """The full ``n x n`` cosine matrix with ``sim[i, j] = -inf`` unless ``i < j``."""
+    sim = x @ x.T
+    sim[np.tri(len(x), dtype=bool)] = -np.inf
+    return sim
+
+
 def greedy_brute(x: np.ndarray, t: float) -> np.ndarray:
     """Rejected mask: ``j`` is rejected when ``cos(i, j) >= t`` for a kept ``i < j`` (full matrix)."""
-    sim = x @ x.T
-    sim[np.tril_indices(len(x))] = -np.inf  # sim[i, j] for i < j only
+    i, j = np.nonzero(_earlier_similarities(x) >= t)
     rejected = np.zeros(len(x), dtype=bool)
-    for j in np.flatnonzero((sim >= t).any(axis=0)).tolist():
-        rejected[j] = bool((sim[:j, j][~rejected[:j]] >= t).any())
+    for a, b in sorted(zip(j.tolist(), i.tolist(), strict=True)):  # by later document
+        if not rejected[b]:
+            rejected[a] = True
     return rejected
 
 
 def paper_brute(x: np.ndarray, t: float) -> np.ndarray:
     """Removed mask of SemDeDup without clustering: ``max_{i<j} cos(i, j) >= t``."""
-    sim = x @ x.T
-    sim[np.tril_indices(len(x))] = -np.inf
-    return sim.max(axis=0) >= t
+    return _earlier_similarities(x).max(axis=0) >= t
 
 
 def paraphrase_mining(x: np.ndarray, t: float) -> np.ndarray:

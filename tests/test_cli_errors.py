@@ -20,6 +20,7 @@ def write_recipe(tmp_path: Path, seeds: Path, **extra) -> Path:
         "prompt": {"template": "{{ question }}"},
         "verifiers": [{"type": "math_answer", "reference": "answer"}],
         "output": {"dir": str(tmp_path / "run"), "batch_size": 2},
+        "report": {"embedding_model": None},
     }
     for key, value in extra.items():
         recipe[key] = value

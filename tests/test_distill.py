@@ -42,7 +42,7 @@ def _curate_run(out: Path, seeds: list[dict]) -> Path:
     (out / "seeds.jsonl").write_text("".join(json.dumps(s) + "\n" for s in seeds))
     recipe = Recipe.from_yaml(REPO / "recipes" / "gsm8k-curate.yaml", {
         "seeds.path": str(out / "seeds.jsonl"), "seeds.id_field": "qid", "seeds.response_template": "{{ solution }}",
-        "output.dir": str(out / "run"), "decontamination": None,
+        "output.dir": str(out / "run"), "decontamination": None, "report.embedding_model": None,
     })
     Pipeline(recipe, progress=False).run()
     return out / "run"
@@ -275,6 +275,7 @@ def test_kd_teacher_defaults_to_the_runs_teacher(tiny_gsm8k_model: Path, student
                     "sampling": {"temperature": 0.8, "max_tokens": 24, "seed": 0, "stop": ["\n"]}},
         "seeds.limit": 6, "generation.samples_per_prompt": 1, "generation.accept_per_prompt": None,
         "verifiers": [], "filters": [], "dedup": [], "decontamination": None, "output.dir": str(tmp_path / "gen"),
+        "report.embedding_model": None,
     })
     report = Pipeline(recipe, progress=False).run()
     if report["accepted"] == 0:

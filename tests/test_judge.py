@@ -132,6 +132,8 @@ class Judges:
         a, b = answers_in(body)
         if "PLEASE CONFUSE" in a + b:
             return ("ok", "Both have merits, hard to say.")
+        if "PLEASE FAIL" in a + b:
+            return ("status", 400)
         good_a, good_b = a.endswith("#### 72"), b.endswith("#### 72")
         return ("ok", "[[C]]" if good_a == good_b else ("[[A]]" if good_a else "[[B]]"))
 
@@ -216,14 +218,16 @@ def test_consistent_judgements_win_and_lose_and_unreadable_is_rejected(tmp_path:
         stage = judge_config(server, mode="pairwise", reference="answer").build(BuildContext(run_dir=tmp_path))
         good, bad, confusing, no_ref = rec("g", RIGHT2), rec("b", WRONG), rec("c", "PLEASE CONFUSE"), rec("n", RIGHT)
         no_ref["seed"] = {}
-        stage.apply([good, bad, confusing, no_ref])
+        failing = rec("f", "PLEASE FAIL")
+        stage.apply([good, bad, confusing, no_ref, failing])
+        assert failing["reject_reason"].startswith("judge_error: http_400: ")
         assert good["accepted"] and detail(good)["comparisons"][0]["outcome"] == "tie"  # same as the reference
         assert bad["reject_reason"] == "lost_pairwise: win rate 0.00 < 0.5 (0 win, 0 tie, 1 loss vs the reference)"
         c = detail(bad)["comparisons"][0]
         assert (c["verdict_candidate_first"], c["verdict_candidate_second"], c["consistent"]) == ("B", "A", True)
         assert confusing["reject_reason"].startswith('judge_unparseable: no verdict (candidate first) in "Both have merits')
         assert no_ref["reject_reason"] == "bad_reference: seed field 'answer' is missing or empty"
-        assert stage.stats.reasons == {"lost_pairwise": 1, "judge_unparseable": 1, "bad_reference": 1}
+        assert stage.stats.reasons == {"lost_pairwise": 1, "judge_unparseable": 1, "bad_reference": 1, "judge_error": 1}
         served = server.requests
         stage.close()
         # a second stage on the same run directory answers from the judge cache: no request

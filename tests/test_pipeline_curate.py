@@ -14,21 +14,23 @@ from distillery.records import RECORD_FIELDS
 from tests.helpers import GSM8K_TRAIN, REPO
 
 
-def curate_recipe(out: Path, **overrides) -> Recipe:
-    recipe = Recipe.from_yaml(REPO / "recipes" / "gsm8k-curate.yaml", {"output.dir": str(out), **overrides})
-    return recipe
+def curate_recipe(out: Path, embeddings: bool = False, **overrides) -> Recipe:
+    settings = {"output.dir": str(out), **overrides}
+    if not embeddings:  # the embedding-based diversity metrics cost seconds; one test measures them
+        settings["report.embedding_model"] = None
+    return Recipe.from_yaml(REPO / "recipes" / "gsm8k-curate.yaml", settings)
 
 
 def test_gsm8k_curate_recipe_verifies_dedups_and_decontaminates(tmp_path: Path):
     out = tmp_path / "run"
-    report = Pipeline(curate_recipe(out), progress=False).run()
+    report = Pipeline(curate_recipe(out, embeddings=True), progress=False).run()
     n = sum(1 for _ in open(GSM8K_TRAIN))
     funnel = {row["stage"]: row for row in report["funnel"]}
     assert funnel["seeds"]["in"] == n and report["seeds"] == n
     verified = funnel["math_answer"]
     assert verified["out"] / verified["in"] >= 0.99
     # each stage's input is the previous stage's output
-    for before, after in zip(report["funnel"], report["funnel"][1:]):
+    for before, after in zip(report["funnel"], report["funnel"][1:], strict=False):
         assert after["in"] == before["out"]
     assert report["accepted"] == report["funnel"][-1]["out"]
     assert report["accepted"] + report["rejected"] == n
@@ -53,6 +55,10 @@ def test_gsm8k_curate_recipe_verifies_dedups_and_decontaminates(tmp_path: Path):
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "## Funnel" in card and "## Provenance" in card and "## Limitations" in card
     assert not list(out.glob(".*.tmp"))
+    diversity = report["diversity"]
+    assert diversity["accepted_responses"] == report["accepted"] and 0 < diversity["distinct_2"] <= 1
+    assert diversity["embedding_sample"] == 200 and diversity["vendi_score"] > 1
+    assert "## Diversity" in card
 
 
 def test_rerunning_a_finished_run_rewrites_the_same_dataset(tmp_path: Path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
 from distillery.records import RECORD_FIELDS
@@ -32,6 +33,7 @@ def server_overrides(server, out: Path, **extra) -> dict:
         "generation.samples_per_prompt": 2,
         "output.dir": str(out),
         "output.batch_size": 4,
+        "report.embedding_model": None,
         **extra,
     }
 
@@ -91,6 +93,7 @@ def test_transformers_backend_same_records(tiny_gsm8k_model: Path, tmp_path: Pat
             "generation.samples_per_prompt": 2,
             "generation.accept_per_prompt": None,
             "output.dir": str(out),
+            "report.embedding_model": None,
         },
     )
     report = Pipeline(recipe, progress=False).run()
@@ -159,6 +162,7 @@ def test_empty_and_truncated_responses_are_recorded_rejections(tmp_path: Path):
             "teacher": {"model": server.model, "base_url": server.base_url, "concurrency": 1, "max_retries": 0},
             "verifiers": [{"type": "math_answer"}],
             "output": {"dir": str(tmp_path / "run")},
+            "report": {"embedding_model": None},
         })
         report = Pipeline(recipe, progress=False).run()
         rejected = {r["id"]: r for r in pq.read_table(tmp_path / "run" / "rejected.parquet").to_pylist()}

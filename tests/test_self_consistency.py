@@ -46,7 +46,10 @@ def test_majority_class_with_m_votes_passes_and_every_other_reason():
     assert detail(s2[0])["majority"] is None
     assert s3[1]["reject_reason"] == "no_answer: no final answer found"
     assert s3[0]["reject_reason"] == "inconsistent: answer 5 ties with 6 for the most votes (1 of 3)"
-    assert stage.stats.reasons == {"inconsistent": 7, "no_answer": 1}
+    s4 = [cand("s4", k, f"#### {a}") for k, a in enumerate([5, 5, 6, 6, 7])]
+    run(stage, s4)
+    assert s4[4]["reject_reason"] == "inconsistent: answer 7 has 1 of 5 votes < 2 of the tied leaders"
+    assert stage.stats.reasons == {"inconsistent": 12, "no_answer": 1}
     # the majority itself below m
     strict = SelfConsistency(SelfConsistencyConfig(m=4))
     again = [cand("s1", k, r["response"]) for k, r in enumerate(s1)]

@@ -279,15 +279,15 @@ def test_semdedup_texts_embeds_then_deduplicates(model, corpus) -> None:
 
 def test_a_second_probe_finds_pairs_split_across_clusters() -> None:
     rng = np.random.default_rng(0)
-    a = np.c_[np.ones(40), np.zeros(40), 0.6 * rng.standard_normal((40, 30)) / np.sqrt(30)]
-    b = a[:, [1, 0, *range(2, 32)]]  # the mirror image of a: the boundary of the two clusters is at 45 degrees
-    pair = [[np.cos(r), np.sin(r)] + [0] * 30 for r in np.radians([44.0, 46.0])]
+    a = np.c_[np.ones(200), np.zeros(200), 0.5 * rng.standard_normal((200, 30)) / np.sqrt(30)]
+    b = np.c_[a[:, 1], a[:, 0], -a[:, 2:]]  # a mirrored: the clusters' boundary is at 45 degrees in the plane
+    pair = [[np.cos(r), np.sin(r)] + [0] * 30 for r in np.radians([42.0, 48.0])]
     split = _unit(*a.tolist(), *b.tolist(), *pair)
-    assert semdedup(split, threshold=0.99, n_clusters=1).keep.sum() == 81  # only the last row is a duplicate
+    assert semdedup(split, threshold=0.99, n_clusters=1).keep.sum() == 401  # only the last row is a duplicate
     one = semdedup(split, threshold=0.99, n_clusters=2, probes=1)
-    assert one.labels[80] != one.labels[81]  # the pair straddles the boundary...
+    assert one.labels[400] != one.labels[401]  # the pair (cos 0.9945) straddles the boundary...
     assert one.keep.all()  # ...so the paper's within-cluster search misses it
     two = semdedup(split, threshold=0.99, n_clusters=2, probes=2)
-    assert np.array_equal(two.labels, one.labels) and two.keep.sum() == 81 and two.duplicate_of[81] == 80
+    assert np.array_equal(two.labels, one.labels) and two.keep.sum() == 401 and two.duplicate_of[401] == 400
     with pytest.raises(ValueError, match="probes"):
         semdedup(split, probes=0)

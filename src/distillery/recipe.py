@@ -14,14 +14,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from distillery.backends.base import SamplingParams
+from distillery.backends.config import SamplingConfig, TeacherConfig  # noqa: F401 (part of this module's API)
 from distillery.decontaminate.stage import DecontaminationConfig
 from distillery.errors import RecipeError
 from distillery.pipeline.registry import DEDUP, FILTERS, VERIFIERS, config_union
@@ -79,65 +78,6 @@ class PromptConfig(_Strict):
     few_shot: list[FewShotTurn] = []
 
 
-class SamplingConfig(_Strict):
-    """Sampling parameters (OpenAI names). ``seed``: request i of a prompt uses ``seed + i``."""
-
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(512, ge=1)
-    seed: int | None = 0
-    stop: list[str] | None = None
-
-    def params(self) -> SamplingParams:
-        """As the frozen :class:`SamplingParams` backends take."""
-        return SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_tokens,
-            seed=self.seed,
-            stop=tuple(self.stop) if self.stop else None,
-        )
-
-
-class TeacherConfig(_Strict):
-    """The model that writes candidates.
-
-    Attributes:
-        backend: ``openai`` (any OpenAI-compatible server) or ``transformers`` (in-process).
-        model: the server's model name, or a local folder / Hub name for ``transformers``;
-            ``builtin:teacher`` / ``builtin:student`` name the models shipped with distillery.
-        base_url: server URL, e.g. ``http://127.0.0.1:8000/v1`` (``openai`` backend).
-        api_key_env: environment variable holding the API key (unset: no key).
-        concurrency: requests in flight (``openai``); timeout_s: per request; max_retries: on 429/5xx/timeouts.
-        batch_size, device, dtype: ``transformers`` backend.
-    """
-
-    backend: Literal["openai", "transformers"] = "openai"
-    model: str
-    base_url: str | None = None
-    api_key_env: str | None = None
-    concurrency: int = Field(16, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    batch_size: int = Field(16, ge=1)
-    device: str = "auto"
-    dtype: str = "auto"
-    sampling: SamplingConfig = SamplingConfig()
-
-    def api_key(self) -> str | None:
-        """The API key from :attr:`api_key_env`.
-
-        Raises:
-            RecipeError: the variable is named but not set.
-        """
-        if not self.api_key_env:
-            return None
-        value = os.environ.get(self.api_key_env)
-        if value is None:
-            raise RecipeError(f"teacher.api_key_env: environment variable {self.api_key_env} is not set")
-        return value
-
-
 class GenerationConfig(_Strict):
     """Rejection sampling with adaptive best-of-N.
 
@@ -169,6 +109,19 @@ class OutputConfig(_Strict):
     cache: str | None = None
 
 
+class ReportConfig(_Strict):
+    """What the report measures beyond the funnel.
+
+    Attributes:
+        diversity_sample: accepted responses sampled for the diversity metrics (0: none).
+        embedding_model: sentence-transformers model for the embedding-based diversity metrics
+            (``default``: the packaged all-MiniLM-L6-v2; ``null``: lexical metrics only).
+    """
+
+    diversity_sample: int = Field(200, ge=0)
+    embedding_model: str | None = "default"
+
+
 class PricingConfig(_Strict):
     """Price table for the cost estimate, per million tokens."""
 
@@ -198,6 +151,7 @@ class Recipe(_Strict):
     decontamination: DecontaminationConfig | None = None
     stage_order: Literal["auto", "recipe"] = "auto"
     output: OutputConfig = OutputConfig()
+    report: ReportConfig = ReportConfig()
     pricing: PricingConfig = PricingConfig()
     base_dir: str | None = Field(None, exclude=True, description="folder relative paths resolve against")
 
@@ -232,11 +186,9 @@ class Recipe(_Strict):
     def data_hash(self) -> str:
         """sha256 (16 hex) of everything that changes the data a run produces (not output
         location or concurrency): two recipes with the same hash can share a run directory."""
-        data = self.model_dump(mode="json", exclude={"output", "base_dir", "description"})
-        if data.get("teacher"):
-            for key in ("concurrency", "timeout_s", "max_retries", "batch_size", "api_key_env", "base_url"):
-                data["teacher"].pop(key, None)
-        data["pricing"] = None
+        data = _drop_keys(
+            self.model_dump(mode="json", exclude={"output", "base_dir", "description", "pricing", "report"}), _OPERATIONAL_KEYS
+        )
         data["output_batch_size"] = self.output.batch_size
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -308,6 +260,18 @@ class Recipe(_Strict):
                     )
 
 
+# settings of how a model is reached, not of what it is asked: they may change between a run and its resume
+_OPERATIONAL_KEYS = frozenset({"concurrency", "timeout_s", "max_retries", "batch_size", "api_key_env", "base_url", "workers"})
+
+
+def _drop_keys(value: Any, keys: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_keys(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_drop_keys(v, keys) for v in value]
+    return value
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
     parts = dotted.split(".")
@@ -316,48 +280,49 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _model_at(model: Any, loc: tuple[Any, ...], data: Any) -> tuple[Any, Any]:
-    """Walk ``loc`` through the model classes (and data), returning (model class or None, data) at its parent."""
-    import typing
-
+def _model_at(model: Any, loc: tuple[Any, ...], data: Any) -> Any:
+    """The model class at the parent of ``loc`` (walking the annotations and the data together), or ``None``."""
     current: Any = model
     node: Any = data
     for part in loc[:-1]:
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            node = None
         if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None, node
-        field = current.model_fields.get(part)
-        if field is None:
-            return None, node
-        ann = field.annotation
-        current = _unwrap(ann, node, typing)
-    return current, node
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            current = _element(current)
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            fields = getattr(current, "model_fields", None)
+            if not fields or part not in fields:
+                return None
+            current = fields[part].annotation
+        current = _pick_member(current, node)
+    return current
 
 
-def _unwrap(ann: Any, node: Any, typing: Any) -> Any:
-    origin = typing.get_origin(ann)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(ann)[0], node, typing)
-    if origin in (list, tuple):
-        args = typing.get_args(ann)
-        return _unwrap(args[0], node[0] if isinstance(node, list) and node else None, typing) if args else None
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        members = [a for a in typing.get_args(ann) if a is not type(None)]
+def _element(ann: Any) -> Any:
+    import typing
+
+    while typing.get_origin(ann) is typing.Annotated:
+        ann = typing.get_args(ann)[0]
+    args = typing.get_args(ann)
+    return args[0] if typing.get_origin(ann) in (list, tuple) and args else None
+
+
+def _pick_member(ann: Any, node: Any) -> Any:
+    """Resolve ``Annotated``/``Optional``/discriminated unions to the member the data selects."""
+    import types
+    import typing
+
+    while typing.get_origin(ann) is typing.Annotated:
+        ann = typing.get_args(ann)[0]
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        members = [m for m in typing.get_args(ann) if m is not type(None)]
         wanted = node.get("type") if isinstance(node, dict) else None
         for m in members:
-            m = _unwrap(m, node, typing)
-            if isinstance(m, type) and issubclass(m, BaseModel):
-                t = m.model_fields.get("type")
-                if wanted is None or (t is not None and t.default == wanted):
-                    return m
-        return members[0] if members else None
+            m = _pick_member(m, node)
+            t = getattr(m, "model_fields", {}).get("type")
+            if wanted is None or (t is not None and t.default == wanted):
+                return m
+        return _pick_member(members[0], node) if members else None
     return ann
 
 
@@ -371,7 +336,7 @@ def format_validation_error(error: ValidationError, data: dict[str, Any], source
         path = ".".join(str(p) for p in loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":
-            parent, _ = _model_at(Recipe, loc, data)
+            parent = _model_at(Recipe, loc, data)
             hint = ""
             if isinstance(parent, type) and issubclass(parent, BaseModel):
                 allowed = [k for k in parent.model_fields if k != "base_dir"]

@@ -156,7 +156,13 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
         (all tokens, prompt included), ``completion_tokens``, ``seconds`` and ``log`` (the
         Trainer's loss/learning-rate history).
     """
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from distillery.builtin.modelling import build_llama
 

@@ -13,15 +13,21 @@ from pydantic import Field
 
 from distillery.dedup.exact import ExactDedupConfig
 from distillery.dedup.minhash import MinHashConfig
+from distillery.dedup.semantic import SemanticDedupConfig
+from distillery.filter.difficulty import DifficultyConfig
+from distillery.filter.language import LanguageConfig
 from distillery.filter.length import LengthConfig
+from distillery.filter.perplexity import PerplexityConfig
 from distillery.filter.repetition import RepetitionConfig
 from distillery.pipeline.config import StageConfig
+from distillery.verify.consistency import SelfConsistencyConfig
+from distillery.verify.judge import JudgeConfig
 from distillery.verify.math_answer import MathAnswerConfig
 from distillery.verify.python_program import PythonProgramConfig
 
-VERIFIERS: list[type[StageConfig]] = [MathAnswerConfig, PythonProgramConfig]
-FILTERS: list[type[StageConfig]] = [LengthConfig, RepetitionConfig]
-DEDUP: list[type[StageConfig]] = [ExactDedupConfig, MinHashConfig]
+VERIFIERS: list[type[StageConfig]] = [MathAnswerConfig, PythonProgramConfig, JudgeConfig, SelfConsistencyConfig]
+FILTERS: list[type[StageConfig]] = [LengthConfig, RepetitionConfig, LanguageConfig, PerplexityConfig, DifficultyConfig]
+DEDUP: list[type[StageConfig]] = [ExactDedupConfig, MinHashConfig, SemanticDedupConfig]
 
 
 def config_union(configs: list[type[StageConfig]]) -> Any:

@@ -26,6 +26,7 @@ from rich.console import Console
 from distillery import __version__
 from distillery.backends.base import Backend
 from distillery.backends.cache import CachedBackend, ResponseCache
+from distillery.backends.config import build_backend
 from distillery.errors import InputError, RecipeError
 from distillery.generate.candidates import PromptItem, bad_row_record, curated_record, seed_id
 from distillery.generate.prompt import PromptBuilder
@@ -45,28 +46,8 @@ def make_backend(recipe: Recipe) -> Backend:
     Raises:
         RecipeError: missing API key variable.
     """
-    from distillery.builtin.models import resolve_model
-
-    teacher = recipe.teacher
-    assert teacher is not None
-    if teacher.backend == "openai":
-        from distillery.backends.openai_compat import OpenAIBackend
-
-        return OpenAIBackend(
-            teacher.model,
-            base_url=teacher.base_url,
-            api_key=teacher.api_key(),
-            concurrency=teacher.concurrency,
-            timeout_s=teacher.timeout_s,
-            max_retries=teacher.max_retries,
-        )
-    from distillery.backends.transformers_local import TransformersBackend
-
-    backend = TransformersBackend(
-        resolve_model(teacher.model, recipe.base_dir), device=teacher.device, dtype=teacher.dtype, batch_size=teacher.batch_size
-    )
-    backend.model = teacher.model  # the recipe's name, stable across machines, enters the cache key
-    return backend
+    assert recipe.teacher is not None
+    return build_backend(recipe.teacher, recipe.base_dir)
 
 
 def build_stages(recipe: Recipe, ctx: BuildContext) -> tuple[list[Stage], list[Stage]]:

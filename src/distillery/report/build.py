@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -140,6 +141,39 @@ def print_funnel(report: dict[str, Any], console: Console) -> None:
     )
 
 
+LEXICAL_SAMPLE = 20_000
+
+
+def run_diversity(shards: ShardStore, recipe: Recipe) -> dict[str, Any] | None:
+    """Diversity metrics (:mod:`distillery.report.diversity`) of the accepted responses, or
+    ``None`` when ``report.diversity_sample`` is 0 or nothing was accepted.
+
+    Lexical metrics use a uniform reservoir sample of at most :data:`LEXICAL_SAMPLE` responses
+    (Vitter, 1985, algorithm R; memory stays bounded), embedding metrics ``report.diversity_sample`` of them.
+    """
+    size = recipe.report.diversity_sample
+    if not size:
+        return None
+    from distillery.report.diversity import diversity_metrics
+
+    rng = random.Random(0)
+    texts: list[str] = []
+    seen = 0
+    for record in shards.iter_records("accepted"):
+        if not record.get("response"):
+            continue
+        seen += 1
+        if len(texts) < LEXICAL_SAMPLE:
+            texts.append(record["response"])
+        elif (j := rng.randrange(seen)) < LEXICAL_SAMPLE:
+            texts[j] = record["response"]
+    if not texts:
+        return None
+    metrics = diversity_metrics(texts, sample=size, seed=0, embed_model=recipe.report.embedding_model)
+    metrics["accepted_responses"] = seen
+    return metrics
+
+
 def finalize_run(
     run_dir: Path, recipe: Recipe, shards: ShardStore, stages: list[Stage], session: dict[str, Any], console: Console
 ) -> dict[str, Any]:
@@ -153,6 +187,7 @@ def finalize_run(
     report = build_report(recipe, markers, session)
     if report["accepted"] != n_acc or report["rejected"] != n_rej:
         raise RuntimeError(f"shard counts disagree with markers: {n_acc}/{n_rej} vs {report['accepted']}/{report['rejected']}")
+    report["diversity"] = run_diversity(shards, recipe)
     report["finalize_s"] = round(time.perf_counter() - started, 3)
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=False))
     atomic_write_text(run_dir / "README.md", dataset_card(recipe, report))

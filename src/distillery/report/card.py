@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from distillery.recipe import Recipe
+from distillery.report.diversity import diversity_markdown
 
 
 def _size_category(n: int) -> str:
@@ -90,6 +91,7 @@ def dataset_card(recipe: Recipe, report: dict[str, Any]) -> str:
         f"Tokens in/out: {tok['in']}/{tok['out']} (billed {tok['billed_in']}/{tok['billed_out']}); "
         f"estimated cost {report['cost']['estimated']} {report['cost']['currency']}; processing time {report['wall_time_s']} s.",
         "",
+        *([diversity_markdown(report["diversity"]), ""] if report.get("diversity") else []),
         "## Provenance",
         "",
         "Every record carries its seed (`seed`, `seed_id`, `seed_index`, `seed_source`), the messages sent (`messages`), "

@@ -137,7 +137,7 @@ class SelfConsistency(Stage):
         if self.config.extractor == "math":
             out = []
             for r in records:
-                answer, method = extract_answer(r.get("response") or "")
+                answer, _ = extract_answer(r.get("response") or "")
                 out.append(Vote(answer, answer) if answer is not None else Vote(why="no final answer found"))
             return out
         out_p: list[Vote | None] = [None] * len(records)

@@ -1,16 +1,12 @@
 """A stage's own model: the ``model:`` section of the judge and difficulty stages.
 
 The section has the shape of the recipe's ``teacher:`` section
-(:class:`distillery.recipe.TeacherConfig`: ``backend``, ``model``, ``base_url``,
-``concurrency``, ``sampling``, ...). It is validated lazily (:func:`model_section`) because
-``distillery.recipe`` imports the stage registry, which imports the stage modules: a
-module-level import of ``TeacherConfig`` here would be circular.
+(:class:`distillery.backends.config.TeacherConfig`: ``backend``, ``model``, ``base_url``,
+``concurrency``, ``sampling``, ...), validated by :func:`model_section`.
 
 :class:`StageBackend` builds the backend the section names (as the runner does for the
 teacher), wraps it in a :class:`~distillery.backends.cache.CachedBackend` whose SQLite file
-lies under the run directory, so a re-run or resume never repeats a judge or student call,
-and rebinds OpenAI-compatible clients to the running event loop (an ``httpx`` client must
-not be shared across event loops).
+lies under the run directory, so a re-run or resume never repeats a judge or student call.
 """
 
 from __future__ import annotations
@@ -20,13 +16,16 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult
+from distillery.backends.config import TeacherConfig, build_backend
 
 T = TypeVar("T")
 
 
 def model_section(value: Any, defaults: dict[str, Any] | None = None) -> Any:
-    """Validate a ``model:`` section as a :class:`distillery.recipe.TeacherConfig`.
+    """Validate a ``model:`` section as a :class:`~distillery.backends.config.TeacherConfig`.
 
     Args:
         value: a mapping (or an already built ``TeacherConfig``).
@@ -39,10 +38,6 @@ def model_section(value: Any, defaults: dict[str, Any] | None = None) -> Any:
         ValueError: an unknown key or a bad value, each named by its path inside the section
             (pydantic reports it under the stage's ``model`` key).
     """
-    from pydantic import ValidationError
-
-    from distillery.recipe import TeacherConfig
-
     if isinstance(value, TeacherConfig):
         return value
     if not isinstance(value, dict):
@@ -55,34 +50,6 @@ def model_section(value: Any, defaults: dict[str, Any] | None = None) -> Any:
             f"model.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
         )
         raise ValueError(problems) from None
-
-
-def build_backend(config: Any, base_dir: str | Path | None = None) -> Backend:
-    """The (uncached) backend a ``TeacherConfig`` names; ``builtin:`` names resolve to the shipped models.
-
-    Raises:
-        distillery.errors.RecipeError: ``api_key_env`` names an unset variable.
-    """
-    from distillery.builtin.models import resolve_model
-
-    if config.backend == "openai":
-        from distillery.backends.openai_compat import OpenAIBackend
-
-        return OpenAIBackend(
-            config.model,
-            base_url=config.base_url,
-            api_key=config.api_key(),
-            concurrency=config.concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-        )
-    from distillery.backends.transformers_local import TransformersBackend
-
-    backend = TransformersBackend(
-        resolve_model(config.model, base_dir), device=config.device, dtype=config.dtype, batch_size=config.batch_size
-    )
-    backend.model = config.model  # the recipe's name enters the cache key (stable across machines)
-    return backend
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -100,7 +67,13 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class StageBackend:
-    """The cached backend of one stage, built on first use.
+    """The cached backend of one stage.
+
+    An in-process (``transformers``) model is loaded once and kept until :meth:`close`. An
+    OpenAI-compatible client is made for each :meth:`generate` call and closed before it
+    returns, inside the same event loop: an ``httpx`` client must not outlive or change its
+    loop, and a stage may be driven from several loops (the runner's, or one ``asyncio.run``
+    per synchronous ``apply``). The response cache is opened once.
 
     Args:
         config: the stage's ``TeacherConfig``.
@@ -108,18 +81,15 @@ class StageBackend:
         cache_path: SQLite response cache, or ``None`` for no cache.
 
     Attributes:
-        calls, cache_hits: requests sent to the model and requests answered by the cache.
+        calls, cache_hits: requests answered by the model and by the cache.
     """
 
     def __init__(self, config: Any, base_dir: str | Path | None, cache_path: str | Path | None) -> None:
         self.config = config
         self.base_dir = base_dir
         self.cache_path = Path(cache_path) if cache_path else None
-        self._inner: Backend | None = None
-        self._backend: Backend | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._local: Backend | None = None
         self._cache: Any = None
-        self._closing: list[asyncio.Task] = []
         self.calls = 0
         self.cache_hits = 0
 
@@ -128,23 +98,14 @@ class StageBackend:
         """The model name as the recipe gives it."""
         return self.config.model
 
-    def _get(self) -> Backend:
-        loop = asyncio.get_running_loop()
-        loop_bound = self.config.backend == "openai"
-        if self._backend is not None and (not loop_bound or self._loop is loop):
-            return self._backend
-        if self._inner is not None and self._loop is not None and not self._loop.is_closed():
-            self._closing.append(self._loop.create_task(self._inner.aclose()))
-        self._inner = build_backend(self.config, self.base_dir)
-        backend: Backend = self._inner
-        if self.cache_path is not None:
-            from distillery.backends.cache import CachedBackend, ResponseCache
+    def _wrap(self, inner: Backend) -> Backend:
+        if self.cache_path is None:
+            return inner
+        from distillery.backends.cache import CachedBackend, ResponseCache
 
-            if self._cache is None:
-                self._cache = ResponseCache(self.cache_path)
-            backend = CachedBackend(self._inner, self._cache)
-        self._backend, self._loop = backend, loop
-        return backend
+        if self._cache is None:
+            self._cache = ResponseCache(self.cache_path)
+        return CachedBackend(inner, self._cache)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Results of ``requests`` in order (failures carry ``error_kind``; never raises for one).
@@ -152,7 +113,17 @@ class StageBackend:
         Raises:
             distillery.errors.BackendError: the model cannot be used at all (preflight).
         """
-        backend = self._get()
+        if self.config.backend == "openai":
+            inner = build_backend(self.config, self.base_dir)
+            try:
+                return await self._collect(self._wrap(inner), requests)
+            finally:
+                await inner.aclose()
+        if self._local is None:
+            self._local = build_backend(self.config, self.base_dir)
+        return await self._collect(self._wrap(self._local), requests)
+
+    async def _collect(self, backend: Backend, requests: list[GenerationRequest]) -> list[GenerationResult]:
         out: list[GenerationResult | None] = [None] * len(requests)
         async for i, result in backend.stream(requests):
             out[i] = result
@@ -163,20 +134,8 @@ class StageBackend:
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Release the model or client and close the cache.
-
-        Inside a running event loop (the runner calls stages' ``close`` there) the client's
-        ``aclose`` is scheduled on that loop; a client whose loop has ended is dropped.
-        """
-        if self._inner is not None and self._loop is not None and not self._loop.is_closed():
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is self._loop:
-                self._closing.append(running.create_task(self._inner.aclose()))
-        self._inner = self._backend = None
-        self._loop = None
+        """Release the in-process model and close the cache."""
+        self._local = None  # the in-process model is freed with its last reference
         if self._cache is not None:
             self._cache.close()
             self._cache = None

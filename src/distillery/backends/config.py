@@ -1,0 +1,104 @@
+"""The ``teacher:`` section of a recipe (also the ``model:`` section of judge and difficulty
+stages) and the backend it names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distillery.backends.base import Backend, SamplingParams
+from distillery.errors import RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingConfig(_Strict):
+    """Sampling parameters (OpenAI names). ``seed``: request i of a prompt uses ``seed + i``."""
+
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = 0
+    stop: list[str] | None = None
+
+    def params(self) -> SamplingParams:
+        """As the frozen :class:`SamplingParams` backends take."""
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            stop=tuple(self.stop) if self.stop else None,
+        )
+
+
+class TeacherConfig(_Strict):
+    """The model that writes candidates.
+
+    Attributes:
+        backend: ``openai`` (any OpenAI-compatible server) or ``transformers`` (in-process).
+        model: the server's model name, or a local folder / Hub name for ``transformers``;
+            ``builtin:teacher`` / ``builtin:student`` name the models shipped with distillery.
+        base_url: server URL, e.g. ``http://127.0.0.1:8000/v1`` (``openai`` backend).
+        api_key_env: environment variable holding the API key (unset: no key).
+        concurrency: requests in flight (``openai``); timeout_s: per request; max_retries: on 429/5xx/timeouts.
+        batch_size, device, dtype: ``transformers`` backend.
+    """
+
+    backend: Literal["openai", "transformers"] = "openai"
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    concurrency: int = Field(16, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    dtype: str = "auto"
+    sampling: SamplingConfig = SamplingConfig()
+
+    def api_key(self) -> str | None:
+        """The API key from :attr:`api_key_env`.
+
+        Raises:
+            RecipeError: the variable is named but not set.
+        """
+        if not self.api_key_env:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if value is None:
+            raise RecipeError(f"teacher.api_key_env: environment variable {self.api_key_env} is not set")
+        return value
+
+
+def build_backend(config: TeacherConfig, base_dir: str | Path | None = None) -> Backend:
+    """The (uncached) backend a teacher section names; ``builtin:`` models resolve to the shipped folders.
+
+    Raises:
+        RecipeError: ``api_key_env`` names an unset variable.
+    """
+    from distillery.builtin.models import resolve_model
+
+    if config.backend == "openai":
+        from distillery.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(
+            config.model,
+            base_url=config.base_url,
+            api_key=config.api_key(),
+            concurrency=config.concurrency,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+    from distillery.backends.transformers_local import TransformersBackend
+
+    backend = TransformersBackend(
+        resolve_model(config.model, base_dir), device=config.device, dtype=config.dtype, batch_size=config.batch_size
+    )
+    backend.model = config.model  # the recipe's name, stable across machines, enters the cache key
+    return backend
