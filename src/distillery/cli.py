@@ -89,6 +89,40 @@ def report(
         print_funnel(data, Console())
 
 
+@app.command("eval")
+@user_errors
+def eval_(
+    model: Annotated[str, typer.Argument(help="model folder, Hub name, builtin:teacher|builtin:student, or a served model name")],
+    task: Annotated[str, typer.Option(help="arith | gsm8k | math500")] = "arith",
+    split: Annotated[str, typer.Option(help="test (gsm8k, math500: only test); arith also train, validation")] = "test",
+    n: Annotated[int | None, typer.Option(help="evaluate the first N problems")] = None,
+    samples: Annotated[int, typer.Option(help="sampled answers per problem for pass@k (0: greedy only)")] = 0,
+    k: Annotated[list[int] | None, typer.Option("--k", help="k of pass@k (repeatable)")] = None,
+    temperature: Annotated[float, typer.Option(help="temperature of the pass@k samples")] = 0.8,
+    max_new_tokens: Annotated[int | None, typer.Option(help="generation budget (default: the task's)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="evaluate a model served at this OpenAI-compatible URL")] = None,
+    batch_size: Annotated[int, typer.Option(help="prompts per generate call (transformers)")] = 64,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    seed: Annotated[int, typer.Option(help="seed of the sampled answers")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON report here")] = None,
+) -> None:
+    """Greedy accuracy and pass@k of a model on a task, checked by the pipeline's verifiers."""
+    from distillery.evaluate.harness import evaluate
+    from distillery.evaluate.report import print_eval
+    from distillery.io.atomic import atomic_write_text
+
+    ks = tuple(k or ([1] if samples == 0 else sorted({1, samples})))
+    result = evaluate(
+        model, task, split, n, samples=samples, ks=ks, temperature=temperature, max_new_tokens=max_new_tokens,
+        backend="openai" if base_url else "transformers", base_url=base_url, batch_size=batch_size, device=device,
+        seed=seed,
+    )
+    print_eval(result, Console())
+    if out:
+        atomic_write_text(out, json.dumps(result, indent=2))
+        console.print(f"wrote {out}")
+
+
 from distillery.train.cli import distill_command  # noqa: E402
 
 app.command("distill")(distill_command)

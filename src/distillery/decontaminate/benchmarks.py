@@ -83,7 +83,8 @@ def load_benchmark(name: str) -> list[tuple[str, str]]:
     return [(str(item_id), text) for item_id, text in _LOADERS[name]()]
 
 
-def _packaged_jsonl(*parts: str) -> Iterator[dict[str, Any]]:
+def packaged_rows(*parts: str) -> Iterator[dict[str, Any]]:
+    """Rows of a benchmark file shipped in the package, e.g. ``packaged_rows("gsm8k", "test.jsonl.gz")``."""
     path = resources.files("distillery.decontaminate").joinpath("data", *parts)
     with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
         for line in f:
@@ -91,17 +92,17 @@ def _packaged_jsonl(*parts: str) -> Iterator[dict[str, Any]]:
 
 
 def _gsm8k_test() -> Iterator[tuple[str, str]]:
-    for row in _packaged_jsonl("gsm8k", "test.jsonl.gz"):
+    for row in packaged_rows("gsm8k", "test.jsonl.gz"):
         yield row["id"], row["question"] + "\n" + _CALCULATOR.sub("", row["answer"])
 
 
 def _math500() -> Iterator[tuple[str, str]]:
-    for row in _packaged_jsonl("math500", "test.jsonl.gz"):
+    for row in packaged_rows("math500", "test.jsonl.gz"):
         yield row["unique_id"], row["problem"] + "\n" + row["solution"]
 
 
 def _humaneval() -> Iterator[tuple[str, str]]:
-    for row in _packaged_jsonl("humaneval", "HumanEval.jsonl.gz"):
+    for row in packaged_rows("humaneval", "HumanEval.jsonl.gz"):
         yield row["task_id"], row["prompt"] + row["canonical_solution"]
 
 

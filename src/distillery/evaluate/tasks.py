@@ -1,0 +1,120 @@
+"""Evaluation tasks: problems, prompts and the pipeline verifier that checks answers.
+
+Each task returns problems with the chat messages sent to the model, the seed fields the
+verifier reads (the same verifier configs recipes use, so evaluation and data filtering
+agree), and a difficulty label for per-difficulty breakdowns.
+
+- ``arith``: the built-in task (:mod:`distillery.builtin.arith`); ``test`` is the fixed
+  held-out set, ``validation`` / ``train`` are generated; checked by running the program.
+- ``gsm8k``: GSM8K test (shipped with the decontamination benchmarks; Cobbe et al., 2021);
+  checked by the final answer (``#### n``).
+- ``math500``: MATH-500 (Lightman et al., 2023, subset of Hendrycks et al., 2021); the
+  reference is the solution's ``\\boxed{}``; difficulty is the subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from distillery.errors import DistilleryError
+from distillery.pipeline.config import StageConfig
+
+GSM8K_SYSTEM = (
+    "Solve the grade-school math problem. Reason step by step, then write the final answer on its own "
+    'last line as "#### <number>".'
+)
+MATH_SYSTEM = "Solve the problem. Reason step by step and put the final answer in \\boxed{}."
+
+
+@dataclass(frozen=True)
+class EvalProblem:
+    """One problem: ``messages`` to send, ``seed`` fields for the verifier, a ``difficulty`` label."""
+
+    id: str
+    messages: list[dict[str, str]]
+    seed: dict[str, Any]
+    difficulty: int | str | None = None
+
+
+@dataclass
+class Task:
+    """A task's problems, its verifier config and a sensible generation budget (tokens)."""
+
+    name: str
+    problems: list[EvalProblem]
+    verifier: StageConfig
+    max_new_tokens: int
+
+
+TASKS = ("arith", "gsm8k", "math500")
+
+
+def load_task(name: str, split: str = "test", n: int | None = None, seed: int = 0) -> Task:
+    """The problems of ``name`` on ``split`` (the first ``n`` if given).
+
+    Raises:
+        DistilleryError: unknown task or a split the task does not ship.
+    """
+    if name == "arith":
+        return _arith(split, n, seed)
+    if name in ("gsm8k", "math500"):
+        if split != "test":
+            raise DistilleryError(f"task {name!r} ships only its test split (asked for {split!r})")
+        return _gsm8k(n) if name == "gsm8k" else _math500(n)
+    raise DistilleryError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+
+
+def _arith(split: str, n: int | None, seed: int) -> Task:
+    from distillery.builtin.arith import generate, test_set
+    from distillery.verify.python_program import PythonProgramConfig
+
+    if split == "test":
+        problems = test_set()[:n] if n else test_set()
+    elif split in ("train", "validation"):
+        problems = list(generate(n or 1000, split=split, seed=seed))
+    else:
+        raise DistilleryError(f"task 'arith' has splits train, validation and test (asked for {split!r})")
+    return Task(
+        "arith",
+        [
+            EvalProblem(p.id, [{"role": "user", "content": p.question}], {"answer": p.answer}, p.difficulty)
+            for p in problems
+        ],
+        PythonProgramConfig(reference="answer"),
+        192,
+    )
+
+
+def _gsm8k(n: int | None) -> Task:
+    from distillery.decontaminate.benchmarks import packaged_rows
+    from distillery.verify.math_answer import MathAnswerConfig
+
+    rows = list(packaged_rows("gsm8k", "test.jsonl.gz"))[:n] if n else list(packaged_rows("gsm8k", "test.jsonl.gz"))
+    problems = [
+        EvalProblem(
+            r["id"],
+            [{"role": "system", "content": GSM8K_SYSTEM}, {"role": "user", "content": r["question"]}],
+            {"answer": r["answer"]},
+        )
+        for r in rows
+    ]
+    return Task("gsm8k", problems, MathAnswerConfig(reference="answer"), 512)
+
+
+def _math500(n: int | None) -> Task:
+    from distillery.decontaminate.benchmarks import packaged_rows
+    from distillery.verify.math_answer import MathAnswerConfig
+
+    rows = list(packaged_rows("math500", "test.jsonl.gz"))
+    rows = rows[:n] if n else rows
+    problems = [
+        EvalProblem(
+            r["unique_id"],
+            [{"role": "system", "content": MATH_SYSTEM}, {"role": "user", "content": r["problem"]}],
+            {"solution": r["solution"]},
+            r["unique_id"].split("/")[1] if "/" in r["unique_id"] else None,
+        )
+        for r in rows
+    ]
+    return Task("math500", problems, MathAnswerConfig(reference="solution"), 1024)
