@@ -123,6 +123,54 @@ def eval_(
         console.print(f"wrote {out}")
 
 
+@app.command()
+@user_errors
+def improve(
+    model: Annotated[str, typer.Option(help="base model")] = "builtin:student",
+    rounds: Annotated[int, typer.Option(help="fine-tuning rounds")] = 3,
+    problems: Annotated[int, typer.Option(help="training problems sampled each round")] = 400,
+    k: Annotated[int, typer.Option("--k", help="candidates per problem per round")] = 4,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
+    mix_gold: Annotated[float, typer.Option(help="gold examples added, as a fraction of self-generated ones")] = 0.0,
+    rationalize: Annotated[bool, typer.Option(help="STaR rationalization: retry unsolved problems with the answer as a hint")] = False,
+    restart: Annotated[str, typer.Option(help="base (STaR, ReST-EM) or previous")] = "base",
+    steps: Annotated[int, typer.Option(help="SFT steps per round")] = 150,
+    eval_problems: Annotated[int, typer.Option(help="held-out test problems evaluated per round")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/improve"),
+) -> None:
+    """Self-improvement: sample k candidates, keep the verified ones, fine-tune, repeat (STaR / RFT / ReST-EM)."""
+    from distillery.train.improve import ImproveConfig
+    from distillery.train.improve import improve as run_improve
+
+    if restart not in ("base", "previous"):
+        raise DistilleryError(f"--restart must be base or previous, got {restart!r}")
+    config = ImproveConfig(model=model, rounds=rounds, problems=problems, samples=k, temperature=temperature,
+                           mix_gold=mix_gold, rationalize=rationalize, restart=restart, steps=steps,
+                           eval_problems=eval_problems, seed=seed)
+    result = run_improve(config, out)
+    for r in result["rounds"]:
+        extra = "" if r["round"] == 0 else f" · accept rate {r['accept_rate']:.1%} · {r['examples']} examples"
+        console.print(f"round {r['round']}: accuracy {r['accuracy']:.1%}{extra}")
+    console.print(f"wrote {out}/improve.json")
+
+
+@app.command()
+@user_errors
+def experiment(
+    name: Annotated[str, typer.Argument(help="filter-lift | collapse | star")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default runs/experiments/NAME)")] = None,
+    quick: Annotated[bool, typer.Option(help="a much smaller configuration (minutes; for smoke tests)")] = False,
+) -> None:
+    """Run an experiment; write NAME.json and NAME.png."""
+    from distillery.experiments.registry import run_experiment
+
+    folder = out or Path("runs/experiments") / name
+    result = run_experiment(name, folder, quick=quick)
+    console.print(json.dumps({k: v for k, v in result.items() if k not in ("rounds", "arms", "datasets")}, indent=2, default=str))
+    console.print(f"wrote {folder}/{name}.json and {name}.png")
+
+
 from distillery.train.cli import distill_command  # noqa: E402
 
 app.command("distill")(distill_command)

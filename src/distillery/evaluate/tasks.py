@@ -65,12 +65,29 @@ def load_task(name: str, split: str = "test", n: int | None = None, seed: int = 
     raise DistilleryError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
+def stratified(problems: list[Any], n: int) -> list[Any]:
+    """The first ``n`` problems taking difficulties in turn (1, 2, 3, 4, 5, 1, ...), so a small
+    evaluation covers every level equally; ``problems`` keeps its order within a level."""
+    by_level: dict[Any, list[Any]] = {}
+    for p in problems:
+        by_level.setdefault(p.difficulty, []).append(p)
+    levels = sorted(by_level)
+    out: list[Any] = []
+    i = 0
+    while len(out) < n and any(by_level.values()):
+        level = levels[i % len(levels)]
+        if by_level[level]:
+            out.append(by_level[level].pop(0))
+        i += 1
+    return out
+
+
 def _arith(split: str, n: int | None, seed: int) -> Task:
     from distillery.builtin.arith import generate, test_set
     from distillery.verify.python_program import PythonProgramConfig
 
     if split == "test":
-        problems = test_set()[:n] if n else test_set()
+        problems = stratified(test_set(), n) if n else test_set()
     elif split in ("train", "validation"):
         problems = list(generate(n or 1000, split=split, seed=seed))
     else:

@@ -1,0 +1,5 @@
+"""Experiments that turn the field's central claims into commands anyone can re-run
+(``distillery experiment NAME``): ``filter-lift``, ``collapse``, ``star``. Each writes a JSON
+file and a plot under its output folder."""
+
+EXPERIMENTS = ("filter-lift", "collapse", "star")

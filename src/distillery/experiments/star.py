@@ -1,0 +1,54 @@
+"""``star``: held-out accuracy per round of ``distillery improve`` (STaR, Zelikman et al., 2022)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from distillery.experiments.common import save_plot, write_result
+from distillery.train.improve import ImproveConfig, improve
+
+
+def run(out_dir: str | Path, config: ImproveConfig | None = None) -> dict[str, Any]:
+    """Run the loop with ``config`` (default: the built-in student, 3 rounds); write ``star.json`` and ``star.png``."""
+    out = Path(out_dir)
+    started = time.perf_counter()
+    result = improve(config or ImproveConfig(), out / "loop")
+    rounds = result["rounds"]
+    summary = {
+        "config": result["config"],
+        "rounds": [{k: r.get(k) for k in ("round", "accuracy", "per_difficulty", "accept_rate", "problems_solved",
+                                           "examples", "gold", "rationalized", "diversity", "tokens", "seconds")}
+                   for r in rounds],
+        "improved_rounds": sum(1 for a, b in zip(rounds, rounds[1:], strict=False) if b["accuracy"] > a["accuracy"]),
+        "gain_points": round(100 * (rounds[-1]["accuracy"] - rounds[0]["accuracy"]), 2),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_result(out, "star", summary)
+    plot(summary, out / "star.png")
+    return summary
+
+
+def plot(summary: dict[str, Any], path: Path) -> Path:
+    """Accuracy (overall and per difficulty) and accept rate per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = summary["rounds"]
+    xs = [r["round"] for r in rounds]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.3))
+    ax1.plot(xs, [100 * r["accuracy"] for r in rounds], "o-", color="black", label="all")
+    levels = sorted({d for r in rounds for d in (r.get("per_difficulty") or {})}, key=str)
+    for d in levels:
+        ax1.plot(xs, [100 * (r.get("per_difficulty") or {}).get(d, float("nan")) for r in rounds], ".--", label=f"d{d}")
+    ax1.set_xlabel("round")
+    ax1.set_ylabel("held-out greedy accuracy (%)")
+    ax1.legend(fontsize=7)
+    ax2.plot(xs[1:], [100 * r["accept_rate"] for r in rounds[1:]], "s-")
+    ax2.set_xlabel("round")
+    ax2.set_ylabel("accept rate of samples (%)")
+    fig.suptitle("star: verified self-training of the student")
+    return save_plot(fig, path)
