@@ -27,7 +27,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2) -> Any:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2,
+                    split_digits: bool = False) -> Any:
     """Train a byte-level BPE tokenizer (GPT-2 style, Radford et al., 2019) with the
     ``tokenizers`` library and wrap it as a ``PreTrainedTokenizerFast`` with our chat template.
 
@@ -35,6 +36,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
         texts: training texts (any iterable of strings).
         vocab_size: total vocabulary including the 256 byte symbols and special tokens.
         min_frequency: least count of a pair to be merged.
+        split_digits: make every digit its own token (as LLaMA's tokenizer does, Touvron
+            et al., 2023), so ``" 25"`` is ``" ", "2", "5"``: a number is copied digit by digit
+            from ten well-trained tokens instead of one of many rarely seen number tokens.
 
     Returns:
         A ``transformers.PreTrainedTokenizerFast`` with pad/bos/eos tokens set.
@@ -43,7 +47,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -32,19 +33,37 @@ REPRODUCE_COMMAND = "distillery builtin train --seed {seed}"
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One curriculum stage: ``steps`` optimizer steps on fresh gold problems of ``difficulties``.
+
+    Attributes:
+        steps: optimizer steps of the stage (``steps * batch_size`` new problems).
+        difficulties: difficulty cycle of the stage's problems (each listed level gets an
+            equal share; repeat a level to weight it).
+    """
+
+    steps: int
+    difficulties: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Architecture, data and optimisation of one built-in model.
+
+    Training follows a curriculum (Bengio et al., 2009): the stages run in order, each on
+    problems never seen before, short problems first (short sequences are cheap on a CPU
+    and teach the copy of numbers from question to program that the longer ones need).
 
     Attributes:
         name: folder name under the output folder (``teacher`` / ``student``).
         hidden, layers, heads, intermediate: Llama width, blocks, attention heads and MLP width.
-        problems: gold train problems used (a prefix of ``generate(split="train", seed=seed)``,
-            so the student's subset is contained in the teacher's data).
-        difficulties: difficulty cycle of the training problems (each listed level gets an
-            equal share; repeat a level to weight it).
-        steps: optimizer steps; batch_size: sequences per step.
-        learning_rate: peak AdamW learning rate (linear warmup over ``warmup_steps``, cosine decay to 0).
+        stages: the curriculum; stage ``k`` uses ``generate(steps * batch_size, split="train",
+            seed=seed * 1000 + data_offset + k, difficulties=...)``.
+        batch_size: sequences per optimizer step.
+        learning_rate: peak AdamW learning rate (linear warmup over ``warmup_steps``, then
+            cosine decay to 0 over all stages).
         weight_decay: AdamW decoupled weight decay; adam_beta2: AdamW's second-moment decay.
+        data_offset: separates the data seeds of different models.
         init_seed_offset: added to the run seed for the weight initialisation.
     """
 
@@ -53,15 +72,19 @@ class ModelSpec:
     layers: int
     heads: int
     intermediate: int
-    problems: int
-    steps: int
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    warmup_steps: int = 30
+    stages: tuple[Stage, ...]
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    warmup_steps: int = 50
     weight_decay: float = 0.01
     adam_beta2: float = 0.98
-    difficulties: tuple[int, ...] = (1, 2, 3, 4, 5)
+    data_offset: int = 0
     init_seed_offset: int = 0
+
+    @property
+    def steps(self) -> int:
+        """Total optimizer steps."""
+        return sum(s.steps for s in self.stages)
 
     def model_kwargs(self) -> dict[str, int]:
         """Keyword arguments of :func:`~distillery.builtin.modelling.build_llama`."""
@@ -73,11 +96,18 @@ class ModelSpec:
             "max_positions": 512,
         }
 
+    def stage_seed(self, seed: int, k: int) -> int:
+        """The ``generate`` seed of stage ``k`` for run seed ``seed``."""
+        return seed * 1000 + self.data_offset + k
 
-TEACHER = ModelSpec(name="teacher", hidden=192, layers=4, heads=6, intermediate=512, problems=12000, steps=600)
+
+TEACHER = ModelSpec(
+    name="teacher", hidden=192, layers=4, heads=6, intermediate=512,
+    stages=(Stage(1000, (1,)), Stage(1000, (1, 2)), Stage(2000, (1, 2, 3, 4, 5))),
+)
 STUDENT = ModelSpec(
-    name="student", hidden=96, layers=2, heads=4, intermediate=256, problems=1000, steps=60,
-    difficulties=(1, 2, 3), init_seed_offset=1,
+    name="student", hidden=96, layers=2, heads=4, intermediate=256,
+    stages=(Stage(300, (1,)),), data_offset=100, init_seed_offset=1,
 )
 #: Tokenizer recipe: vocabulary size and the number of train problems it is fitted on.
 VOCAB_SIZE = 2048
@@ -92,6 +122,7 @@ class TrainingRecipe:
     teacher: ModelSpec = TEACHER
     student: ModelSpec = STUDENT
     vocab_size: int = VOCAB_SIZE
+    split_digits: bool = True
     tokenizer_problems: int = TOKENIZER_PROBLEMS
     threads: int = 2
     logging_steps: int = 25
@@ -103,10 +134,11 @@ class TrainingRecipe:
         """A tiny configuration for smoke tests: a few steps on a few problems (seconds)."""
         return cls(
             seed=seed,
-            teacher=ModelSpec(name="teacher", hidden=32, layers=1, heads=2, intermediate=64, problems=40, steps=3,
-                              batch_size=8, warmup_steps=1),
-            student=ModelSpec(name="student", hidden=16, layers=1, heads=2, intermediate=32, problems=20, steps=2,
-                              batch_size=8, warmup_steps=1, init_seed_offset=1),
+            teacher=ModelSpec(name="teacher", hidden=32, layers=1, heads=2, intermediate=64,
+                              stages=(Stage(2, (1,)), Stage(1, (1, 2))), batch_size=8, warmup_steps=1),
+            student=ModelSpec(name="student", hidden=16, layers=1, heads=2, intermediate=32,
+                              stages=(Stage(2, (1,)),), batch_size=8, warmup_steps=1, data_offset=100,
+                              init_seed_offset=1),
             vocab_size=400,
             tokenizer_problems=40,
             logging_steps=1,
@@ -130,10 +162,31 @@ def encode_example(tokenizer: Any, question: str, program: str) -> dict[str, lis
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(prompt_ids) + completion_ids}
 
 
-def train_problems(spec: ModelSpec, seed: int) -> list[ArithProblem]:
-    """The gold train problems of ``spec``: ``generate(spec.problems, split="train", seed=seed)``
-    with ``spec.difficulties``."""
-    return list(generate(spec.problems, split="train", seed=seed, difficulties=spec.difficulties))
+def train_problems(spec: ModelSpec, seed: int) -> list[list[ArithProblem]]:
+    """The gold train problems of each stage of ``spec`` (see :class:`ModelSpec`)."""
+    return [
+        list(generate(st.steps * spec.batch_size, split="train", seed=spec.stage_seed(seed, k),
+                      difficulties=st.difficulties))
+        for k, st in enumerate(spec.stages)
+    ]
+
+
+def batch_order(lengths: Sequence[int], batch_size: int, rng: random.Random, group: int = 32) -> list[int]:
+    """A length-grouped order of ``len(lengths)`` examples: shuffle, sort each run of
+    ``group * batch_size`` by length, cut into batches, shuffle the batches.
+
+    Batches then hold similar lengths (less padding) while the data order stays random, as
+    ``transformers``' ``LengthGroupedSampler`` does; here it is applied within a stage.
+    """
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    batches = []
+    span = group * batch_size
+    for start in range(0, len(idx), span):
+        chunk = sorted(idx[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return [i for b in batches for i in b]
 
 
 def build_tokenizer(recipe: TrainingRecipe) -> Any:
@@ -142,7 +195,8 @@ def build_tokenizer(recipe: TrainingRecipe) -> Any:
     from distillery.builtin.modelling import train_tokenizer
 
     problems = generate(recipe.tokenizer_problems, split="train", seed=recipe.seed)
-    return train_tokenizer((t for p in problems for t in (p.question, p.program)), vocab_size=recipe.vocab_size)
+    return train_tokenizer((t for p in problems for t in (p.question, p.program)), vocab_size=recipe.vocab_size,
+                           split_digits=recipe.split_digits)
 
 
 def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: int = 25,
@@ -166,8 +220,11 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
 
     from distillery.builtin.modelling import build_llama
 
-    problems = train_problems(spec, seed)
-    examples = [encode_example(tokenizer, p.question, p.program) for p in problems]
+    examples = []
+    for k, problems in enumerate(train_problems(spec, seed)):
+        stage = [encode_example(tokenizer, p.question, p.program) for p in problems]
+        order = batch_order([len(e["input_ids"]) for e in stage], spec.batch_size, random.Random(f"{seed}/{spec.name}/{k}"))
+        examples += [stage[i] for i in order]
     model = build_llama(tokenizer, seed=seed + spec.init_seed_offset, **spec.model_kwargs())
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[{spec.name}] {n_params:,} parameters, {len(examples)} examples, {spec.steps} steps x {spec.batch_size}")
@@ -194,7 +251,7 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
             seed=seed,
             data_seed=seed,
             use_cpu=True,
-            train_sampling_strategy="group_by_length",
+            train_sampling_strategy="sequential",  # the curriculum order built above
             dataloader_num_workers=0,
             disable_tqdm=True,
             log_level="warning",
@@ -346,18 +403,26 @@ def _write_card(folder: Path, spec: ModelSpec, recipe: TrainingRecipe, info: dic
         "",
         "## Data",
         "",
-        f"- {info['train_examples']} gold problems: `generate({spec.problems}, split=\"train\", seed={recipe.seed}, "
-        f"difficulties={list(spec.difficulties)})` from `distillery.builtin.arith` (the train split shares no "
-        "word 13-gram with the test set, by construction; the test split is never trained on).",
+        f"{info['train_examples']:,} gold problems from `distillery.builtin.arith`'s train split (which shares no "
+        "word 13-gram with the test set, by construction; the test split is never trained on), in a curriculum "
+        "of stages run in order, each on new problems:",
+        "",
+        "| stage | steps | problems | difficulties | source |",
+        "|---|---|---|---|---|",
+        *(f"| {k + 1} | {st.steps} | {st.steps * spec.batch_size:,} | {', '.join(map(str, sorted(set(st.difficulties))))} "
+          f"| `generate({st.steps * spec.batch_size}, split=\"train\", seed={spec.stage_seed(recipe.seed, k)}, "
+          f"difficulties={tuple(st.difficulties)})` |" for k, st in enumerate(spec.stages)),
+        "",
         f"- Tokenizer fitted on the questions and programs of `generate({recipe.tokenizer_problems}, "
-        f"split=\"train\", seed={recipe.seed})`, vocabulary {recipe.vocab_size}.",
+        f"split=\"train\", seed={recipe.seed})`, vocabulary {recipe.vocab_size}"
+        + (", digits split into single tokens." if recipe.split_digits else "."),
         f"- {info['train_tokens']:,} tokens, of which {info['completion_tokens']:,} are program tokens carrying the "
         "loss (completion-only loss: the prompt is masked).",
         "",
         "## Training",
         "",
         f"`transformers.Trainer` on CPU ({recipe.threads} threads, torch {info['torch']}): {spec.steps} steps of "
-        f"{spec.batch_size} sequences (length-grouped batches), AdamW, peak learning rate {spec.learning_rate}, "
+        f"{spec.batch_size} sequences (length-grouped batches within each stage), AdamW, peak learning rate {spec.learning_rate}, "
         f"{spec.warmup_steps} warmup steps then cosine decay, weight decay {spec.weight_decay}, gradient clipping 1.0, "
         f"seed {recipe.seed} (initialisation seed {recipe.seed + spec.init_seed_offset}). "
         f"Training took {info['seconds']:.0f} s on a shared 2-core machine.",
