@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from distillery.builtin.arith import test_set
+from distillery.builtin.arith import test_set as arith_test_set
 from distillery.builtin.models import MODELS_DIR, builtin_model_path
 from distillery.evaluate.arith import evaluate_arith
 
-# A fixed held-out sample: the first 40 test problems of difficulties 1, 2 and 5 (test ids are
-# fixed by the package, difficulties cycle 1..5 by index).
-PER_LEVEL = 40
+# A fixed held-out sample: all 200 test problems of difficulties 1, 2 and 5 (test ids are fixed
+# by the package, difficulties cycle 1..5 by index). Smaller samples are too noisy for the
+# targets' margins (40 per level gave d2 62.5% where all 200 give 78%).
+PER_LEVEL = 200
 LEVELS = (1, 2, 5)
 
 
@@ -21,7 +22,7 @@ LEVELS = (1, 2, 5)
 def sample():
     problems = []
     for level in LEVELS:
-        problems += [p for p in test_set() if p.difficulty == level][:PER_LEVEL]
+        problems += [p for p in arith_test_set() if p.difficulty == level][:PER_LEVEL]
     return problems
 
 
@@ -68,13 +69,14 @@ def test_student_generates_programs():
     from distillery.backends.transformers_local import load_model_and_tokenizer
 
     lm, tok = load_model_and_tokenizer(str(builtin_model_path("student")), device="cpu")
-    problem = test_set()[0]
+    problem = arith_test_set()[0]
     prompt = tok.apply_chat_template([{"role": "user", "content": problem.question}], tokenize=False,
                                      add_generation_prompt=True)
     enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
     out = lm.generate(**enc, max_new_tokens=64, do_sample=False, pad_token_id=tok.pad_token_id)
     text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert text.startswith("def solution():")
+    # the shape of the gold programs (an import first when the answer is a fraction)
+    assert "def solution():\n" in text and "    return result" in text, text
 
 
 def test_shipped_models_share_tokenizer_and_are_small():

@@ -171,9 +171,11 @@ def experiment(
     console.print(f"wrote {folder}/{name}.json and {name}.png")
 
 
+from distillery.builtin.cli import app as builtin_app  # noqa: E402
 from distillery.train.cli import distill_command  # noqa: E402
 
 app.command("distill")(distill_command)
+app.add_typer(builtin_app, name="builtin")
 
 
 @app.command()

@@ -97,8 +97,6 @@ def build_backend(config: TeacherConfig, base_dir: str | Path | None = None) -> 
         )
     from distillery.backends.transformers_local import TransformersBackend
 
-    backend = TransformersBackend(
-        resolve_model(config.model, base_dir), device=config.device, dtype=config.dtype, batch_size=config.batch_size
-    )
-    backend.model = config.model  # the recipe's name, stable across machines, enters the cache key
-    return backend
+    # the recipe's name (stable across machines) enters records and the cache key; the path is where it loads from
+    return TransformersBackend(config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
+                               path=resolve_model(config.model, base_dir))

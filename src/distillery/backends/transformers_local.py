@@ -64,12 +64,16 @@ class TransformersBackend(Backend):
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: ``"auto"`` (bf16 on GPUs that support it, else fp32) or a torch dtype name.
         batch_size: requests per ``generate`` call.
+        path: where to load the model from when ``model`` is only its name (e.g.
+            ``builtin:teacher``, whose name enters records and cache keys, stable across machines).
     """
 
     kind = "transformers"
 
-    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> None:
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
+                 path: str | None = None) -> None:
         super().__init__(model)
+        self.path = path or model
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
@@ -83,7 +87,7 @@ class TransformersBackend(Backend):
             BackendError: the model cannot be loaded or its tokenizer has no chat template.
         """
         if self._lm is None:
-            self._lm, self._tok = await asyncio.to_thread(load_model_and_tokenizer, self.model, self.device, self.dtype)
+            self._lm, self._tok = await asyncio.to_thread(load_model_and_tokenizer, self.path, self.device, self.dtype)
             if not getattr(self._tok, "chat_template", None):
                 raise BackendError(f"teacher: the tokenizer of {self.model!r} has no chat template")
 

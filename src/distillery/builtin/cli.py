@@ -36,6 +36,8 @@ def train(
     evaluate: Annotated[bool, typer.Option(help="measure accuracy on the held-out test set for the cards")] = True,
     eval_limit: Annotated[int | None, typer.Option(help="evaluate on the first N test problems only")] = None,
     only: Annotated[list[str] | None, typer.Option(help="train only this model (teacher or student); repeatable")] = None,
+    main_phase_from: Annotated[Path | None, typer.Option(help="continue models with a refine phase from their "
+                                                         "main-phase output of an earlier run (parent folder)")] = None,
 ) -> None:
     """Train the built-in teacher and student from scratch on CPU and write them with model cards."""
     from distillery.builtin.arith import test_set
@@ -55,7 +57,8 @@ def train(
     if eval_limit is not None:
         problems = problems[:eval_limit]
     summary = train_builtin_models(seed, out or MODELS_DIR, recipe=recipe, evaluate=evaluate,
-                                   eval_problems=problems, log=lambda m: typer.echo(m, err=True))
+                                   eval_problems=problems, main_phase_from=main_phase_from,
+                                   log=lambda m: typer.echo(m, err=True))
     for name, info in summary.items():
         typer.echo(f"{name}: {info['parameters']:,} parameters, trained in {info['seconds']:.0f} s")
 

@@ -28,7 +28,7 @@ CHAT_TEMPLATE = (
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2,
-                    split_digits: bool = False) -> Any:
+                    numbers: str = "bpe") -> Any:
     """Train a byte-level BPE tokenizer (GPT-2 style, Radford et al., 2019) with the
     ``tokenizers`` library and wrap it as a ``PreTrainedTokenizerFast`` with our chat template.
 
@@ -36,22 +36,32 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
         texts: training texts (any iterable of strings).
         vocab_size: total vocabulary including the 256 byte symbols and special tokens.
         min_frequency: least count of a pair to be merged.
-        split_digits: make every digit its own token (as LLaMA's tokenizer does, Touvron
-            et al., 2023), so ``" 25"`` is ``" ", "2", "5"``: a number is copied digit by digit
-            from ten well-trained tokens instead of one of many rarely seen number tokens.
+        numbers: how digits are pre-tokenized. ``"bpe"``: as any text (GPT-2: ``" 25"`` and
+            ``"$25"`` give different tokens). ``"digits"``: every digit its own token, as in
+            LLaMA's tokenizer (Touvron et al., 2023). ``"whole"``: a run of digits is a piece of
+            its own, without the space before it, so a number has the same token(s) wherever it
+            appears (``" 25"`` is ``" ", "25"``; ``"$25"`` is ``"$", "25"``).
+
+    Raises:
+        ValueError: unknown ``numbers``.
 
     Returns:
         A ``transformers.PreTrainedTokenizerFast`` with pad/bos/eos tokens set.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    if split_digits:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    else:
+    if numbers == "bpe":
         tok.pre_tokenizer = byte_level
+    elif numbers == "digits":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif numbers == "whole":
+        isolate = pre_tokenizers.Split(Regex(r"[0-9]+"), behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([isolate, byte_level])
+    else:
+        raise ValueError(f"numbers must be 'bpe', 'digits' or 'whole', got {numbers!r}")
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -65,6 +65,10 @@ class ModelSpec:
         weight_decay: AdamW decoupled weight decay; adam_beta2: AdamW's second-moment decay.
         data_offset: separates the data seeds of different models.
         init_seed_offset: added to the run seed for the weight initialisation.
+        refine: stages of a second phase (annealing): training continues from the first
+            phase's weights with a fresh optimizer, ``refine_warmup_steps`` warmup and cosine
+            decay from ``refine_learning_rate``; stage ``k`` of it uses data seed
+            ``stage_seed(seed, len(stages) + k)``.
     """
 
     name: str
@@ -80,11 +84,23 @@ class ModelSpec:
     adam_beta2: float = 0.98
     data_offset: int = 0
     init_seed_offset: int = 0
+    refine: tuple[Stage, ...] = ()
+    refine_learning_rate: float = 1e-3
+    refine_warmup_steps: int = 50
 
     @property
     def steps(self) -> int:
-        """Total optimizer steps."""
-        return sum(s.steps for s in self.stages)
+        """Total optimizer steps (both phases)."""
+        return sum(s.steps for s in (*self.stages, *self.refine))
+
+    def phase(self, name: str) -> tuple[tuple[Stage, ...], int, float, int]:
+        """``(stages, index of the first stage, peak learning rate, warmup steps)`` of phase
+        ``"main"`` or ``"refine"``."""
+        if name == "main":
+            return self.stages, 0, self.learning_rate, self.warmup_steps
+        if name == "refine":
+            return self.refine, len(self.stages), self.refine_learning_rate, self.refine_warmup_steps
+        raise ValueError(f"phase must be 'main' or 'refine', got {name!r}")
 
     def model_kwargs(self) -> dict[str, int]:
         """Keyword arguments of :func:`~distillery.builtin.modelling.build_llama`."""
@@ -102,12 +118,13 @@ class ModelSpec:
 
 
 TEACHER = ModelSpec(
-    name="teacher", hidden=192, layers=4, heads=6, intermediate=512,
-    stages=(Stage(1000, (1,)), Stage(1000, (1, 2)), Stage(2000, (1, 2, 3, 4, 5))),
+    name="teacher", hidden=128, layers=4, heads=4, intermediate=384,
+    stages=(Stage(1000, (1,)), Stage(1000, (1, 2)), Stage(5000, (1, 2, 3, 4, 5))),
+    refine=(Stage(3000, (1, 2, 3, 4, 5, 5)),),
 )
 STUDENT = ModelSpec(
     name="student", hidden=96, layers=2, heads=4, intermediate=256,
-    stages=(Stage(300, (1,)),), data_offset=100, init_seed_offset=1,
+    stages=(Stage(800, (1,)), Stage(400, (1, 2))), data_offset=100, init_seed_offset=1,
 )
 #: Tokenizer recipe: vocabulary size and the number of train problems it is fitted on.
 VOCAB_SIZE = 2048
@@ -122,7 +139,7 @@ class TrainingRecipe:
     teacher: ModelSpec = TEACHER
     student: ModelSpec = STUDENT
     vocab_size: int = VOCAB_SIZE
-    split_digits: bool = True
+    numbers: str = "digits"
     tokenizer_problems: int = TOKENIZER_PROBLEMS
     threads: int = 2
     logging_steps: int = 25
@@ -162,12 +179,13 @@ def encode_example(tokenizer: Any, question: str, program: str) -> dict[str, lis
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(prompt_ids) + completion_ids}
 
 
-def train_problems(spec: ModelSpec, seed: int) -> list[list[ArithProblem]]:
-    """The gold train problems of each stage of ``spec`` (see :class:`ModelSpec`)."""
+def train_problems(spec: ModelSpec, seed: int, phase: str = "main") -> list[list[ArithProblem]]:
+    """The gold train problems of each stage of ``spec``'s ``phase`` (see :class:`ModelSpec`)."""
+    stages, first, _, _ = spec.phase(phase)
     return [
-        list(generate(st.steps * spec.batch_size, split="train", seed=spec.stage_seed(seed, k),
+        list(generate(st.steps * spec.batch_size, split="train", seed=spec.stage_seed(seed, first + k),
                       difficulties=st.difficulties))
-        for k, st in enumerate(spec.stages)
+        for k, st in enumerate(stages)
     ]
 
 
@@ -196,19 +214,25 @@ def build_tokenizer(recipe: TrainingRecipe) -> Any:
 
     problems = generate(recipe.tokenizer_problems, split="train", seed=recipe.seed)
     return train_tokenizer((t for p in problems for t in (p.question, p.program)), vocab_size=recipe.vocab_size,
-                           split_digits=recipe.split_digits)
+                           numbers=recipe.numbers)
 
 
-def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: int = 25,
-                log: Callable[[str], None] = print, callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, Any]]:
-    """Build ``spec``'s model and train it on its gold train problems with ``transformers.Trainer``.
+def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, phase: str = "main", model: Any = None,
+                logging_steps: int = 25, log: Callable[[str], None] = print,
+                callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, Any]]:
+    """Train ``spec``'s model on the gold train problems of one ``phase`` with ``transformers.Trainer``.
 
+    Phase ``"main"`` builds the model from scratch (unless ``model`` is given); ``"refine"``
+    continues ``model`` (required) on the refine stages with a fresh optimizer and schedule.
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. to save snapshots).
 
     Returns:
-        ``(model, info)``; ``info`` has ``parameters``, ``train_examples``, ``train_tokens``
-        (all tokens, prompt included), ``completion_tokens``, ``seconds`` and ``log`` (the
-        Trainer's loss/learning-rate history).
+        ``(model, info)``; ``info`` has ``phase``, ``steps``, ``parameters``, ``train_examples``,
+        ``train_tokens`` (all tokens, prompt included), ``completion_tokens``, ``seconds`` and
+        ``log`` (the Trainer's loss/learning-rate history, steps counted within the phase).
+
+    Raises:
+        ValueError: unknown phase, or ``"refine"`` without a model.
     """
     from transformers import (
         DataCollatorForSeq2Seq,
@@ -220,28 +244,35 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
 
     from distillery.builtin.modelling import build_llama
 
+    stages, first, learning_rate, warmup_steps = spec.phase(phase)
+    if phase == "refine" and model is None:
+        raise ValueError("the refine phase continues a trained model; pass model=")
+    steps = sum(st.steps for st in stages)
     examples = []
-    for k, problems in enumerate(train_problems(spec, seed)):
+    for k, problems in enumerate(train_problems(spec, seed, phase)):
         stage = [encode_example(tokenizer, p.question, p.program) for p in problems]
-        order = batch_order([len(e["input_ids"]) for e in stage], spec.batch_size, random.Random(f"{seed}/{spec.name}/{k}"))
+        order = batch_order([len(e["input_ids"]) for e in stage], spec.batch_size,
+                            random.Random(f"{seed}/{spec.name}/{first + k}"))
         examples += [stage[i] for i in order]
-    model = build_llama(tokenizer, seed=seed + spec.init_seed_offset, **spec.model_kwargs())
+    if model is None:
+        model = build_llama(tokenizer, seed=seed + spec.init_seed_offset, **spec.model_kwargs())
+    model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"[{spec.name}] {n_params:,} parameters, {len(examples)} examples, {spec.steps} steps x {spec.batch_size}")
+    log(f"[{spec.name}] {phase} phase: {n_params:,} parameters, {len(examples)} examples, {steps} steps x {spec.batch_size}")
 
     class _Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs and "loss" in logs:
-                log(f"[{spec.name}] step {state.global_step}/{spec.steps} loss {logs['loss']:.4f}")
+                log(f"[{spec.name}] {phase} step {state.global_step}/{steps} loss {logs['loss']:.4f}")
 
     with tempfile.TemporaryDirectory(prefix="distillery-train-") as tmp:
         args = TrainingArguments(
             output_dir=tmp,
             per_device_train_batch_size=spec.batch_size,
-            max_steps=spec.steps,
-            learning_rate=spec.learning_rate,
+            max_steps=steps,
+            learning_rate=learning_rate,
             lr_scheduler_type="cosine",
-            warmup_steps=spec.warmup_steps,
+            warmup_steps=warmup_steps,
             weight_decay=spec.weight_decay,
             adam_beta2=spec.adam_beta2,
             max_grad_norm=1.0,
@@ -269,6 +300,8 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
     ]
     model.eval()
     info = {
+        "phase": phase,
+        "steps": steps,
         "parameters": n_params,
         "train_examples": len(examples),
         "train_tokens": sum(len(e["input_ids"]) for e in examples),
@@ -276,8 +309,26 @@ def train_model(spec: ModelSpec, tokenizer: Any, seed: int, *, logging_steps: in
         "seconds": round(seconds, 1),
         "log": history,
     }
-    log(f"[{spec.name}] trained in {seconds:.0f} s")
+    log(f"[{spec.name}] {phase} phase trained in {seconds:.0f} s")
     return model, info
+
+
+def combine_phases(phases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One ``info`` for a model trained in several phases: counts and seconds summed, the loss
+    log concatenated with steps counted from the start of training, each phase kept in ``phases``."""
+    log_rows, offset = [], 0
+    for ph in phases:
+        log_rows += [{**e, "step": e["step"] + offset, "phase": ph["phase"]} for e in ph["log"]]
+        offset += ph["steps"]
+    return {
+        "parameters": phases[-1]["parameters"],
+        "train_examples": sum(ph["train_examples"] for ph in phases),
+        "train_tokens": sum(ph["train_tokens"] for ph in phases),
+        "completion_tokens": sum(ph["completion_tokens"] for ph in phases),
+        "seconds": round(sum(ph["seconds"] for ph in phases), 1),
+        "log": log_rows,
+        "phases": [{k: v for k, v in ph.items() if k != "log"} for ph in phases],
+    }
 
 
 def train_builtin_models(
@@ -288,6 +339,7 @@ def train_builtin_models(
     evaluate: bool = True,
     eval_problems: Sequence[ArithProblem] | None = None,
     sampled_eval: bool = True,
+    main_phase_from: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the built-in teacher and student from scratch and save them with model cards.
@@ -303,9 +355,16 @@ def train_builtin_models(
             the weight initialisation and the data order.
         out_dir: parent folder of ``teacher/`` and ``student/`` (the package's own by default).
         recipe: the configuration (default: the shipped one with ``seed``).
+        main_phase_from: parent folder of models saved by an earlier run after their main
+            phase (same seed and spec): models with refine stages start from there and run
+            only the refine phase (saves the main phase's time; the result is the same
+            training). Their ``training.json`` supplies the main phase's figures.
 
     Returns:
         ``{name: info}`` with parameter counts, training time, loss history and accuracies.
+
+    Raises:
+        ValueError: a ``main_phase_from`` model was trained with another seed or spec.
     """
     import torch
 
@@ -321,7 +380,21 @@ def train_builtin_models(
     for spec in (recipe.teacher, recipe.student):
         if spec.name not in recipe.models:
             continue
-        model, info = train_model(spec, tokenizer, seed, logging_steps=recipe.logging_steps, log=log)
+        phases = []
+        if main_phase_from is not None and spec.refine:
+            model, main_info = _load_main_phase(Path(main_phase_from) / spec.name, spec, seed, log)
+            phases.append(main_info)
+        else:
+            model, main_info = train_model(spec, tokenizer, seed, logging_steps=recipe.logging_steps, log=log)
+            phases.append(main_info)
+            if spec.refine and evaluate:
+                main_info["eval"] = _evaluate(save_model(model, tokenizer, out_dir / spec.name), recipe,
+                                              eval_problems, False, log)
+        if spec.refine:
+            model, refine_info = train_model(spec, tokenizer, seed, phase="refine", model=model,
+                                             logging_steps=recipe.logging_steps, log=log)
+            phases.append(refine_info)
+        info = combine_phases(phases)
         folder = save_model(model, tokenizer, out_dir / spec.name)
         info.update(spec=asdict(spec), seed=seed, vocab_size=len(tokenizer), torch=torch.__version__,
                     threads=recipe.threads, machine=platform.processor() or platform.machine())
@@ -332,6 +405,27 @@ def train_builtin_models(
         _write_card(folder, spec, recipe, info)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return summary
+
+
+def _load_main_phase(folder: Path, spec: ModelSpec, seed: int, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """The model and main-phase ``info`` saved in ``folder`` by a run of the same seed and spec."""
+    from transformers import AutoModelForCausalLM
+
+    saved = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    main = (saved.get("phases") or [saved])[0]
+    saved_spec = saved.get("spec", {})
+    same = (saved.get("seed") == seed and saved_spec.get("stages") == json.loads(json.dumps([asdict(st) for st in spec.stages]))
+            and all(saved_spec.get(k) == getattr(spec, k) for k in ("hidden", "layers", "heads", "intermediate",
+                                                                    "learning_rate", "batch_size")))
+    if not same:
+        raise ValueError(f"{folder}: its main phase was trained with another seed or spec; cannot continue it")
+    if "phases" in saved:
+        raise ValueError(f"{folder}: already has its refine phase; point at the main phase's output")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    info = {k: v for k, v in main.items() if k not in ("spec", "seed", "vocab_size", "torch", "threads", "machine")}
+    info.update(phase="main", steps=sum(st.steps for st in spec.stages), loaded_from=str(folder))
+    log(f"[{spec.name}] main phase loaded from {folder} (trained there in {info['seconds']:.0f} s)")
+    return model, info
 
 
 def _evaluate(folder: Path, recipe: TrainingRecipe, problems: Sequence[ArithProblem] | None,
@@ -366,6 +460,12 @@ def _accuracy_table(evals: dict[str, Any]) -> list[str]:
     lines.append(f"On {n} held-out `test_set()` problems ({n // max(len(levels), 1)} per difficulty), one response each, "
                  "executed in the sandbox and compared with `answers_match` (the `python_program` verifier's rules).")
     return lines
+
+
+def _thin(rows: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """At most about ``most`` evenly spaced rows of a log, the last one always included."""
+    every = max(1, -(-len(rows) // most))
+    return [r for i, r in enumerate(rows) if i % every == 0 or i == len(rows) - 1]
 
 
 def _write_card(folder: Path, spec: ModelSpec, recipe: TrainingRecipe, info: dict[str, Any]) -> None:
@@ -407,25 +507,35 @@ def _write_card(folder: Path, spec: ModelSpec, recipe: TrainingRecipe, info: dic
         "word 13-gram with the test set, by construction; the test split is never trained on), in a curriculum "
         "of stages run in order, each on new problems:",
         "",
-        "| stage | steps | problems | difficulties | source |",
-        "|---|---|---|---|---|",
-        *(f"| {k + 1} | {st.steps} | {st.steps * spec.batch_size:,} | {', '.join(map(str, sorted(set(st.difficulties))))} "
+        "| phase | stage | steps | problems | difficulties | source |",
+        "|---|---|---|---|---|---|",
+        *(f"| {'main' if k < len(spec.stages) else 'refine'} | {k + 1} | {st.steps} | {st.steps * spec.batch_size:,} "
+          f"| {', '.join(map(str, sorted(set(st.difficulties))))} "
           f"| `generate({st.steps * spec.batch_size}, split=\"train\", seed={spec.stage_seed(recipe.seed, k)}, "
-          f"difficulties={tuple(st.difficulties)})` |" for k, st in enumerate(spec.stages)),
+          f"difficulties={tuple(st.difficulties)})` |" for k, st in enumerate((*spec.stages, *spec.refine))),
         "",
         f"- Tokenizer fitted on the questions and programs of `generate({recipe.tokenizer_problems}, "
         f"split=\"train\", seed={recipe.seed})`, vocabulary {recipe.vocab_size}"
-        + (", digits split into single tokens." if recipe.split_digits else "."),
+        + f", numbers pre-tokenized as `{recipe.numbers!r}` (see `train_tokenizer`).",
         f"- {info['train_tokens']:,} tokens, of which {info['completion_tokens']:,} are program tokens carrying the "
         "loss (completion-only loss: the prompt is masked).",
         "",
         "## Training",
         "",
-        f"`transformers.Trainer` on CPU ({recipe.threads} threads, torch {info['torch']}): {spec.steps} steps of "
+        f"`transformers.Trainer` on CPU ({recipe.threads} threads, torch {info['torch']}): {sum(st.steps for st in spec.stages)} steps of "
         f"{spec.batch_size} sequences (length-grouped batches within each stage), AdamW, peak learning rate {spec.learning_rate}, "
         f"{spec.warmup_steps} warmup steps then cosine decay, weight decay {spec.weight_decay}, gradient clipping 1.0, "
         f"seed {recipe.seed} (initialisation seed {recipe.seed + spec.init_seed_offset}). "
-        f"Training took {info['seconds']:.0f} s on a shared 2-core machine.",
+        + (f"Then a refine phase (annealing) continues from those weights: {sum(st.steps for st in spec.refine)} steps "
+           f"on new problems weighted to the hard levels, fresh AdamW, peak learning rate {spec.refine_learning_rate}, "
+           f"{spec.refine_warmup_steps} warmup steps then cosine decay. " if spec.refine else "")
+        + f"Training took {info['seconds']:.0f} s on a shared 2-core machine"
+        + (" (" + ", ".join(f"{ph['phase']} {ph['seconds']:.0f} s" for ph in info.get("phases", [])) + ")."
+           if len(info.get("phases", [])) > 1 else "."),
+        "",
+        *([f"The shipped weights were made in two commands: the main phase, then the refine phase continued from "
+           f"its saved output (`--main-phase-from`, same seed and spec; the training is the same as one run)."]
+          if any(ph.get("loaded_from") for ph in info.get("phases", [])) else []),
         "",
         "Reproduce (teacher and student, then this card's figures):",
         "",
@@ -437,11 +547,14 @@ def _write_card(folder: Path, spec: ModelSpec, recipe: TrainingRecipe, info: dic
         "",
         "| step | loss | learning rate |",
         "|---|---|---|",
-        *(f"| {e['step']} | {e['loss']:.4f} | {e.get('learning_rate', 0):.2e} |" for e in info["log"]),
+        *(f"| {e['step']} | {e['loss']:.4f} | {e.get('learning_rate', 0):.2e} |" for e in _thin(info["log"], 40)),
         "",
     ]
     if info.get("eval"):
         lines += ["## Accuracy on the held-out test set", "", *_accuracy_table(info["eval"]), ""]
+    main_eval = next((ph.get("eval") for ph in info.get("phases", []) if ph["phase"] == "main" and ph.get("eval")), None)
+    if main_eval and spec.refine:
+        lines += ["After the main phase alone (before refining):", "", *_accuracy_table(main_eval)[:-2], ""]
     lines += [
         "## Limitations",
         "",

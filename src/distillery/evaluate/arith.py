@@ -29,22 +29,6 @@ def arith_messages(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}]
 
 
-def _generate(model: str, requests: list[GenerationRequest], batch_size: int, device: str) -> list[GenerationResult]:
-    from distillery.backends.transformers_local import TransformersBackend
-
-    async def run() -> list[GenerationResult]:
-        backend = TransformersBackend(model, device=device, batch_size=batch_size)
-        out: list[GenerationResult | None] = [None] * len(requests)
-        try:
-            async for i, result in backend.stream(requests):
-                out[i] = result
-        finally:
-            await backend.aclose()
-        return out  # type: ignore[return-value]
-
-    return asyncio.run(run())
-
-
 def _check(responses: list[GenerationResult], references: list[Any], workers: int, timeout_s: float) -> list[str]:
     """Verdict per response: ``"correct"``, ``"wrong_answer"``, ``"no_program"`` or a sandbox status."""
     from distillery.verify.python_program import extract_program
@@ -116,7 +100,8 @@ def evaluate_arith(
         ValueError: ``samples < 1``, or ``temperature == 0`` with ``samples > 1``.
         BackendError: the model cannot be loaded.
     """
-    from distillery.builtin.models import resolve_model
+    from distillery.backends.config import TeacherConfig
+    from distillery.evaluate.harness import generate_all
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
@@ -129,7 +114,8 @@ def evaluate_arith(
         for k in range(samples)
     ]
     references = [p.answer_value() for p in problems for _ in range(samples)]
-    responses = _generate(resolve_model(model), requests, batch_size, device) if requests else []
+    config = TeacherConfig(backend="transformers", model=model, device=device, batch_size=batch_size)
+    responses = asyncio.run(generate_all(config, requests)) if requests else []
     verdicts = _check(responses, references, workers, timeout_s)
 
     per_problem = []

@@ -24,7 +24,12 @@ from distillery.pipeline.stage import BuildContext
 from distillery.records import new_record
 
 
-async def _generate(config: TeacherConfig, requests: list[GenerationRequest]) -> list[GenerationResult]:
+async def generate_all(config: TeacherConfig, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    """One result per request, in request order, from the (uncached) backend ``config`` names.
+
+    Raises:
+        BackendError: the backend cannot be built or reached.
+    """
     backend = build_backend(config)
     out: list[GenerationResult | None] = [None] * len(requests)
     try:
@@ -122,7 +127,7 @@ def evaluate(
     requests = [GenerationRequest.make(p.messages, greedy, 0) for p in spec.problems]
     sampled_params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=budget, seed=seed)
     requests += [GenerationRequest.make(p.messages, sampled_params, k) for p in spec.problems for k in range(samples)]
-    results = asyncio.run(_generate(config, requests))
+    results = asyncio.run(generate_all(config, requests))
     n_greedy = len(spec.problems)
     report: dict[str, Any] = {
         "model": model,

@@ -75,19 +75,32 @@ class ShardStore:
         for path in self.paths(part):
             yield from pq.read_table(path).to_pylist()
 
-    def merge(self, part: str, out: str | Path, jsonl: str | Path | None = None) -> int:
+    def seed_type(self, *parts: str) -> pa.DataType:
+        """The ``seed`` column type that fits every shard of ``parts`` (see :func:`unify_types`).
+
+        Shards without seed fields (or without rows) do not constrain it; :data:`EMPTY_SEED`
+        when none has any.
+        """
+        seed_type: pa.DataType | None = None
+        for part in parts:
+            for path in self.paths(part):
+                meta = pq.read_metadata(path)
+                t = meta.schema.to_arrow_schema().field("seed").type
+                if meta.num_rows == 0 or t == EMPTY_SEED:
+                    continue
+                seed_type = t if seed_type is None else unify_types(seed_type, t)
+        return seed_type or EMPTY_SEED
+
+    def merge(self, part: str, out: str | Path, jsonl: str | Path | None = None,
+              seed_type: pa.DataType | None = None) -> int:
         """Concatenate the ``part`` shards into one Parquet file (and optionally JSONL).
 
-        Seed types are unified across shards; memory holds one shard at a time.
-        Returns the number of records written. Both outputs are written atomically.
+        Seed types are unified across shards (or ``seed_type`` is used, e.g. one shared by
+        the accepted and rejected files so they concatenate); memory holds one shard at a
+        time. Returns the number of records written. Both outputs are written atomically.
         """
         paths = self.paths(part)
-        seed_type: pa.DataType | None = None
-        for path in paths:
-            t = pq.read_schema(path).field("seed").type
-            seed_type = t if seed_type is None else unify_types(seed_type, t)
-        if seed_type is None or seed_type == EMPTY_SEED:
-            seed_type = seed_type or EMPTY_SEED
+        seed_type = seed_type or self.seed_type(part)
         schema = pa.schema([(n, seed_type if n == "seed" else FIXED_TYPES[n]) for n in RECORD_FIELDS])
         count = 0
         with contextlib.ExitStack() as stack:

@@ -181,8 +181,11 @@ def finalize_run(
     ``report.json`` and the dataset card ``README.md``; print the funnel; return the report."""
     started = time.perf_counter()
     jsonl = recipe.output.jsonl
-    n_acc = shards.merge("accepted", run_dir / "accepted.parquet", run_dir / "accepted.jsonl" if jsonl else None)
-    n_rej = shards.merge("rejected", run_dir / "rejected.parquet", run_dir / "rejected.jsonl" if jsonl else None)
+    seed_type = shards.seed_type("accepted", "rejected")
+    n_acc = shards.merge("accepted", run_dir / "accepted.parquet", run_dir / "accepted.jsonl" if jsonl else None,
+                         seed_type=seed_type)
+    n_rej = shards.merge("rejected", run_dir / "rejected.parquet", run_dir / "rejected.jsonl" if jsonl else None,
+                         seed_type=seed_type)
     markers = shards.done()
     report = build_report(recipe, markers, session)
     if report["accepted"] != n_acc or report["rejected"] != n_rej:
