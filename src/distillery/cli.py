@@ -137,6 +137,9 @@ def improve(
     steps: Annotated[int, typer.Option(help="SFT steps per round")] = 150,
     eval_problems: Annotated[int, typer.Option(help="held-out test problems evaluated per round")] = 200,
     seed: Annotated[int, typer.Option()] = 0,
+    difficulty: Annotated[list[int] | None, typer.Option(help="arith levels to train and evaluate on; repeatable "
+                                                         "(default: all)")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak SFT learning rate (default: the SFT default)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/improve"),
 ) -> None:
     """Self-improvement: sample k candidates, keep the verified ones, fine-tune, repeat (STaR / RFT / ReST-EM)."""
@@ -147,7 +150,8 @@ def improve(
         raise DistilleryError(f"--restart must be base or previous, got {restart!r}")
     config = ImproveConfig(model=model, rounds=rounds, problems=problems, samples=k, temperature=temperature,
                            mix_gold=mix_gold, rationalize=rationalize, restart=restart, steps=steps,
-                           eval_problems=eval_problems, seed=seed)
+                           eval_problems=eval_problems, seed=seed, lr=lr,
+                           difficulties=tuple(difficulty) if difficulty else None)
     result = run_improve(config, out)
     for r in result["rounds"]:
         extra = "" if r["round"] == 0 else f" · accept rate {r['accept_rate']:.1%} · {r['examples']} examples"

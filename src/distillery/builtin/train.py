@@ -533,8 +533,8 @@ def _write_card(folder: Path, spec: ModelSpec, recipe: TrainingRecipe, info: dic
         + (" (" + ", ".join(f"{ph['phase']} {ph['seconds']:.0f} s" for ph in info.get("phases", [])) + ")."
            if len(info.get("phases", [])) > 1 else "."),
         "",
-        *([f"The shipped weights were made in two commands: the main phase, then the refine phase continued from "
-           f"its saved output (`--main-phase-from`, same seed and spec; the training is the same as one run)."]
+        *(["The shipped weights were made in two commands: the main phase, then the refine phase continued from "
+           "its saved output (`--main-phase-from`, same seed and spec; the training is the same as one run)."]
           if any(ph.get("loaded_from") for ph in info.get("phases", [])) else []),
         "",
         "Reproduce (teacher and student, then this card's figures):",

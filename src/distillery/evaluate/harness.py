@@ -92,13 +92,14 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     seed: int = 0,
+    difficulties: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``task``.
 
     Args:
         model: a local folder, Hub name or ``builtin:teacher`` / ``builtin:student`` (``transformers``
             backend), or the model name a server knows (``openai`` backend with ``base_url``).
-        task, split, n: which problems (see :func:`~distillery.evaluate.tasks.load_task`).
+        task, split, n, difficulties: which problems (see :func:`~distillery.evaluate.tasks.load_task`).
         samples: sampled answers per problem for pass@k (0: greedy only).
         ks: the k values of pass@k (each <= ``samples``).
         temperature, top_p: sampling parameters of the pass@k samples.
@@ -116,7 +117,7 @@ def evaluate(
     """
     if samples and any(k > samples for k in ks):
         raise ValueError(f"pass@k needs k <= samples; got ks={ks}, samples={samples}")
-    spec = load_task(task, split, n, seed)
+    spec = load_task(task, split, n, seed, difficulties)
     budget = max_new_tokens or spec.max_new_tokens
     started = time.perf_counter()
     config = TeacherConfig(

@@ -50,14 +50,19 @@ class Task:
 TASKS = ("arith", "gsm8k", "math500")
 
 
-def load_task(name: str, split: str = "test", n: int | None = None, seed: int = 0) -> Task:
-    """The problems of ``name`` on ``split`` (the first ``n`` if given).
+def load_task(name: str, split: str = "test", n: int | None = None, seed: int = 0,
+              difficulties: tuple[int, ...] | None = None) -> Task:
+    """The problems of ``name`` on ``split`` (the first ``n`` if given; for ``arith``, only
+    ``difficulties`` if given).
 
     Raises:
-        DistilleryError: unknown task or a split the task does not ship.
+        DistilleryError: unknown task, a split the task does not ship, or ``difficulties``
+            for a task without difficulty levels.
     """
     if name == "arith":
-        return _arith(split, n, seed)
+        return _arith(split, n, seed, difficulties)
+    if difficulties is not None:
+        raise DistilleryError(f"task {name!r} has no difficulty levels to select")
     if name in ("gsm8k", "math500"):
         if split != "test":
             raise DistilleryError(f"task {name!r} ships only its test split (asked for {split!r})")
@@ -82,14 +87,16 @@ def stratified(problems: list[Any], n: int) -> list[Any]:
     return out
 
 
-def _arith(split: str, n: int | None, seed: int) -> Task:
+def _arith(split: str, n: int | None, seed: int, difficulties: tuple[int, ...] | None = None) -> Task:
     from distillery.builtin.arith import generate, test_set
     from distillery.verify.python_program import PythonProgramConfig
 
+    levels = tuple(difficulties or (1, 2, 3, 4, 5))
     if split == "test":
-        problems = stratified(test_set(), n) if n else test_set()
+        pool = [p for p in test_set() if p.difficulty in levels]
+        problems = stratified(pool, n) if n else pool
     elif split in ("train", "validation"):
-        problems = list(generate(n or 1000, split=split, seed=seed))
+        problems = list(generate(n or 1000, split=split, seed=seed, difficulties=levels))
     else:
         raise DistilleryError(f"task 'arith' has splits train, validation and test (asked for {split!r})")
     return Task(

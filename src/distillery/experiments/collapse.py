@@ -17,7 +17,8 @@ from typing import Any
 from distillery.experiments.common import distinct_n, save_plot, token_entropy, train_and_eval, write_result
 
 
-def sample_programs(model: str, out: Path, problems: int, samples: int, seed: int) -> list[dict[str, Any]]:
+def sample_programs(model: str, out: Path, problems: int, samples: int, seed: int,
+                    difficulties: tuple[int, ...] = (1, 2, 3, 4, 5)) -> list[dict[str, Any]]:
     """``samples`` unverified programs per training problem from ``model`` (through the pipeline, no verifier)."""
     import pyarrow.parquet as pq
 
@@ -27,7 +28,8 @@ def sample_programs(model: str, out: Path, problems: int, samples: int, seed: in
     recipe = Recipe.from_dict(
         {
             "name": out.name,
-            "seeds": {"path": "builtin:arith", "options": {"n": problems, "split": "train", "seed": seed}},
+            "seeds": {"path": "builtin:arith", "options": {"n": problems, "split": "train", "seed": seed,
+                                                           "difficulties": list(difficulties)}},
             "prompt": {"template": "{{ question }}"},
             "teacher": {
                 "backend": "transformers", "model": model, "batch_size": 64, "device": "cpu",
@@ -66,14 +68,19 @@ def run(
     student: str = "builtin:student",
     generations: int = 5,
     real_examples: int = 300,
-    problems: int = 150,
+    problems: int = 100,
     samples: int = 4,
-    steps: int = 150,
+    steps: int = 100,
     eval_problems: int = 100,
     seed: int = 0,
     threads: int | None = None,
+    difficulties: tuple[int, ...] = (1, 2),
+    lr: float | None = 5e-4,
 ) -> dict[str, Any]:
     """Run both arms; write ``collapse.json`` and ``collapse.png`` under ``out_dir``.
+
+    ``difficulties`` are the levels of the real, sampled and held-out problems (default 1-2, the
+    levels the 0.4M-parameter student can learn); ``lr`` the students' peak learning rate.
 
     Returns:
         ``{"config", "generation0", "arms": {"replace": [per generation], "mix": [...]}}``.
@@ -88,16 +95,18 @@ def run(
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(student))
     real = [
         {"prompt": [{"role": "user", "content": p.question}], "completion": p.program}
-        for p in generate(real_examples, split="train", seed=seed + 5000)
+        for p in generate(real_examples, split="train", seed=seed + 5000, difficulties=difficulties)
     ]
     result: dict[str, Any] = {
         "config": {"student": student, "generations": generations, "real_examples": real_examples, "problems": problems,
-                   "samples": samples, "steps": steps, "eval_problems": eval_problems, "seed": seed},
+                   "samples": samples, "steps": steps, "eval_problems": eval_problems, "seed": seed,
+                   "difficulties": list(difficulties), "lr": lr},
         "arms": {},
     }
     gen0_dir = out / "gen0"
-    gen0 = train_and_eval(student, real, gen0_dir / "model", steps=steps, seed=seed, eval_problems=eval_problems, threads=threads)
-    drawn = sample_programs(str(gen0_dir / "model"), gen0_dir / "samples", problems, samples, seed)
+    gen0 = train_and_eval(student, real, gen0_dir / "model", steps=steps, seed=seed, eval_problems=eval_problems,
+                          threads=threads, lr=lr, difficulties=difficulties)
+    drawn = sample_programs(str(gen0_dir / "model"), gen0_dir / "samples", problems, samples, seed, difficulties)
     result["generation0"] = {"generation": 0, "accuracy": gen0["accuracy"], **sample_stats(drawn, tokenizer)}
     for arm in ("replace", "mix"):
         history = [result["generation0"]]
@@ -107,8 +116,8 @@ def run(
             synthetic = [{"prompt": r["messages"], "completion": r["response"]} for r in current]
             data = synthetic + (real if arm == "mix" else [])
             trained = train_and_eval(student, data, gdir / "model", steps=steps, seed=seed + g, eval_problems=eval_problems,
-                                     threads=threads)
-            current = sample_programs(str(gdir / "model"), gdir / "samples", problems, samples, seed + g)
+                                     threads=threads, lr=lr, difficulties=difficulties)
+            current = sample_programs(str(gdir / "model"), gdir / "samples", problems, samples, seed + g, difficulties)
             history.append({"generation": g, "accuracy": trained["accuracy"], "train_examples": len(data),
                             **sample_stats(current, tokenizer)})
             result["arms"][arm] = history

@@ -43,8 +43,10 @@ def token_entropy(texts: list[str], tokenizer: Any) -> float:
 def train_and_eval(
     base: str, examples: list[dict[str, Any]], out: Path, *, steps: int, seed: int, eval_problems: int,
     batch_size: int = 16, lr: float | None = None, threads: int | None = None,
+    difficulties: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """SFT ``base`` on ``examples`` into ``out`` and return its greedy accuracy on held-out arith test problems."""
+    """SFT ``base`` on ``examples`` into ``out`` and return its greedy accuracy on ``eval_problems``
+    held-out arith test problems (stratified; only ``difficulties`` if given)."""
     from distillery.evaluate.harness import evaluate
     from distillery.train.sft import sft_train
 
@@ -54,7 +56,7 @@ def train_and_eval(
     if threads is not None:
         options["threads"] = threads
     metrics = sft_train(base, examples, out, **options)
-    result = evaluate(str(out), "arith", "test", eval_problems, batch_size=64, device="cpu")
+    result = evaluate(str(out), "arith", "test", eval_problems, batch_size=64, device="cpu", difficulties=difficulties)
     return {
         "accuracy": result["greedy"]["accuracy"],
         "per_difficulty": {d: r["accuracy"] for d, r in result["greedy"].get("per_difficulty", {}).items()},

@@ -23,7 +23,8 @@ from typing import Any
 from distillery.experiments.common import mean_std, save_plot, train_and_eval, write_result
 
 
-def teacher_pool(out: Path, teacher: str, problems: int, samples: int, seed: int) -> list[dict[str, Any]]:
+def teacher_pool(out: Path, teacher: str, problems: int, samples: int, seed: int, *, temperature: float = 0.8,
+                 difficulties: tuple[int, ...] = (1, 2, 3, 4, 5)) -> list[dict[str, Any]]:
     """Run the pipeline (teacher, python_program verifier, nothing else) and return every candidate
     with a response: accepted ones and those the verifier rejected."""
     import pyarrow.parquet as pq
@@ -34,11 +35,12 @@ def teacher_pool(out: Path, teacher: str, problems: int, samples: int, seed: int
     recipe = Recipe.from_dict(
         {
             "name": "filter-lift-pool",
-            "seeds": {"path": "builtin:arith", "options": {"n": problems, "split": "train", "seed": seed}},
+            "seeds": {"path": "builtin:arith", "options": {"n": problems, "split": "train", "seed": seed,
+                                                           "difficulties": list(difficulties)}},
             "prompt": {"template": "{{ question }}"},
             "teacher": {
                 "backend": "transformers", "model": teacher, "batch_size": 64, "device": "cpu",
-                "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 192, "seed": seed},
+                "sampling": {"temperature": temperature, "top_p": 1.0, "max_tokens": 192, "seed": seed},
             },
             "generation": {"samples_per_prompt": samples},
             "verifiers": [{"type": "python_program", "reference": "answer"}],
@@ -63,6 +65,9 @@ def run(
     steps: int = 200,
     eval_problems: int = 200,
     threads: int | None = None,
+    temperature: float = 1.0,
+    difficulties: tuple[int, ...] = (1, 2),
+    lr: float | None = 5e-4,
 ) -> dict[str, Any]:
     """Run the experiment; write ``filter-lift.json`` and ``filter-lift.png`` under ``out_dir``.
 
@@ -72,6 +77,13 @@ def run(
         seeds: training seeds (each dataset is trained once per seed).
         steps: SFT steps for every student.
         eval_problems: held-out test problems, stratified by difficulty.
+        temperature: the teacher's sampling temperature for the pool (higher: more wrong
+            samples for the verifier to catch).
+        difficulties: the levels of the training and test problems. The default keeps to
+            1-2: the 0.4M-parameter student cannot learn 3-5-step programs from a few
+            hundred examples (trained on all levels it scores ~0 there whatever the data,
+            and the arms cannot differ).
+        lr: the students' peak learning rate (``None``: the SFT default).
 
     Returns:
         ``{"datasets": {name: {"size", "correct_fraction", "accuracy": {mean, std, values}}}, "lift", ...}``.
@@ -80,13 +92,14 @@ def run(
 
     out = Path(out_dir)
     started = time.perf_counter()
-    pool = teacher_pool(out / "pool", teacher, problems, samples, seeds[0])
+    pool = teacher_pool(out / "pool", teacher, problems, samples, seeds[0], temperature=temperature,
+                        difficulties=difficulties)
     verified = [r for r in pool if r["accepted"]]
     n = size or min(len(verified), 600)
     if n == 0:
         raise RuntimeError("the teacher produced no verified sample; nothing to compare")
     rng = random.Random(0)
-    gold_by_id = {p.id: p for p in generate(problems, split="train", seed=seeds[0])}
+    gold_by_id = {p.id: p for p in generate(problems, split="train", seed=seeds[0], difficulties=difficulties)}
     datasets = {
         "unfiltered": rng.sample(pool, n),
         "verified": rng.sample(verified, n),
@@ -98,17 +111,22 @@ def run(
     ]
     result: dict[str, Any] = {
         "config": {"teacher": teacher, "student": student, "problems": problems, "samples": samples, "size": n,
-                   "seeds": list(seeds), "steps": steps, "eval_problems": eval_problems},
+                   "seeds": list(seeds), "steps": steps, "eval_problems": eval_problems, "temperature": temperature,
+                   "difficulties": list(difficulties), "lr": lr},
         "pool": {"candidates": len(pool), "verified": len(verified),
                  "teacher_sample_accuracy": len(verified) / len(pool) if pool else 0.0},
         "datasets": {},
     }
+    from distillery.evaluate.harness import evaluate
+
+    before = evaluate(student, "arith", "test", eval_problems, batch_size=64, device="cpu", difficulties=difficulties)
+    result["student_before"] = before["greedy"]["accuracy"]
     for name, records in datasets.items():
         examples = [{"prompt": r["messages"], "completion": r["response"]} for r in records]
         correct = sum(r.get("accepted", True) for r in records) / len(records)
         runs = [
             train_and_eval(student, examples, out / f"{name}-seed{s}", steps=steps, seed=s,
-                           eval_problems=eval_problems, threads=threads)
+                           eval_problems=eval_problems, threads=threads, lr=lr, difficulties=difficulties)
             for s in seeds
         ]
         result["datasets"][name] = {

@@ -29,6 +29,7 @@ def run_experiment(name: str, out: str | Path, quick: bool = False) -> dict[str,
         from distillery.experiments import star
         from distillery.train.improve import ImproveConfig
 
-        cfg = ImproveConfig(rounds=1, problems=16, samples=2, steps=4, eval_problems=10, embedding_model=None) if quick else None
+        cfg = ImproveConfig(rounds=1, problems=16, samples=2, steps=4, eval_problems=10, embedding_model=None,
+                            difficulties=(1, 2)) if quick else None
         return star.run(out, cfg)
     raise DistilleryError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")

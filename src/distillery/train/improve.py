@@ -52,6 +52,7 @@ class ImproveConfig:
         steps, lr, batch_size: SFT settings per round.
         eval_problems: held-out test problems (stratified by difficulty) evaluated each round.
         seed: seed of problems, sampling and training.
+        difficulties: ``arith`` levels of the training and held-out problems (``None``: all).
         threads: torch threads for training (``None``: all available).
     """
 
@@ -70,6 +71,7 @@ class ImproveConfig:
     eval_problems: int = 200
     seed: int = 0
     threads: int | None = None
+    difficulties: tuple[int, ...] | None = None
     max_new_tokens: int = 192
     embedding_model: str | None = "default"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,7 +114,8 @@ def sample_round(model: str, out: Path, cfg: ImproveConfig) -> tuple[list[dict[s
 
     from distillery.pipeline.runner import Pipeline
 
-    seeds = {"path": "builtin:arith", "options": {"n": cfg.problems, "split": "train", "seed": cfg.seed}}
+    seeds = {"path": "builtin:arith", "options": {"n": cfg.problems, "split": "train", "seed": cfg.seed,
+                                                  "difficulties": list(cfg.difficulties or (1, 2, 3, 4, 5))}}
     report = Pipeline(_recipe(model, out / "samples", cfg, seeds), progress=False).run()
     accepted = pq.read_table(out / "samples" / "accepted.parquet").to_pylist()
     examples = [{"prompt": r["messages"], "completion": r["response"]} for r in accepted]
@@ -121,7 +124,8 @@ def sample_round(model: str, out: Path, cfg: ImproveConfig) -> tuple[list[dict[s
         solved = {r["seed_id"] for r in accepted}
         from distillery.builtin.arith import generate
 
-        failed = [p.to_dict() for p in generate(cfg.problems, split="train", seed=cfg.seed) if p.id not in solved]
+        failed = [p.to_dict() for p in generate(cfg.problems, split="train", seed=cfg.seed,
+                                                 difficulties=cfg.difficulties or (1, 2, 3, 4, 5)) if p.id not in solved]
         if failed:
             path = out / "unsolved.jsonl"
             atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in failed))
@@ -140,7 +144,7 @@ def gold_examples(count: int, cfg: ImproveConfig, offset: int = 10_000) -> list[
         return []
     return [
         {"prompt": [{"role": "user", "content": p.question}], "completion": p.program}
-        for p in generate(count, split="train", seed=cfg.seed + offset)
+        for p in generate(count, split="train", seed=cfg.seed + offset, difficulties=cfg.difficulties or (1, 2, 3, 4, 5))
     ]
 
 
@@ -148,7 +152,8 @@ def evaluate_round(model: str, cfg: ImproveConfig) -> dict[str, Any]:
     """Greedy accuracy of ``model`` on ``cfg.eval_problems`` held-out test problems."""
     from distillery.evaluate.harness import evaluate
 
-    result = evaluate(model, "arith", "test", cfg.eval_problems, batch_size=64, device="cpu", max_new_tokens=cfg.max_new_tokens)
+    result = evaluate(model, "arith", "test", cfg.eval_problems, batch_size=64, device="cpu",
+                      max_new_tokens=cfg.max_new_tokens, difficulties=cfg.difficulties)
     return {
         "accuracy": result["greedy"]["accuracy"],
         "per_difficulty": {d: r["accuracy"] for d, r in result["greedy"].get("per_difficulty", {}).items()},
