@@ -113,3 +113,33 @@ def test_quick_training_writes_loadable_models(tmp_path: Path):
     teacher_info = json.loads((tmp_path / "teacher" / "training.json").read_text())
     student_info = json.loads((tmp_path / "student" / "training.json").read_text())
     assert student_info["parameters"] < teacher_info["parameters"]
+
+
+def test_builtin_teacher_served_over_http_by_transformers_serve(tmp_path: Path):
+    """The default recipe with the built-in teacher behind a real `transformers serve` (openai backend)."""
+    from distillery.pipeline.runner import Pipeline
+    from distillery.recipe import Recipe
+    from tests.helpers import REPO, Server
+
+    server = Server(builtin_model_path("teacher"), tmp_path / "serve.log")
+    try:
+        recipe = Recipe.from_yaml(
+            REPO / "recipes" / "arith.yaml",
+            {
+                "teacher.backend": "openai",
+                "teacher.base_url": server.base_url,
+                "teacher.model": str(builtin_model_path("teacher")),
+                "teacher.concurrency": 4,
+                "seeds.options": {"n": 12, "split": "train", "seed": 3, "difficulties": [1]},
+                "output.dir": str(tmp_path / "run"),
+                "report.embedding_model": None,
+            },
+        )
+        report = Pipeline(recipe, progress=False).run()
+        served = server.completions_served()
+    finally:
+        server.stop()
+    # every candidate came from the server (plus the one preflight request)
+    assert report["candidates"] == served - 1 >= 12
+    # the teacher solves ~90% of difficulty-1 problems per sample; best-of-4 leaves few unsolved
+    assert report["prompts_with_accepted"] >= 9, report["funnel"]

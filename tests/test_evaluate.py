@@ -51,3 +51,13 @@ def test_eval_command_writes_json(tiny_gsm8k_model: Path, tmp_path: Path):
     assert "greedy accuracy" in result.stdout and json.loads(out.read_text())["n_problems"] == 2
     bad = run_cli("eval", str(tiny_gsm8k_model), "--task", "nope")
     assert bad.returncode == 1 and "unknown task 'nope'" in bad.stderr
+
+
+def test_arith_task_selects_difficulties():
+    task = load_task("arith", "test", 10, difficulties=(1, 2))
+    levels = [p.difficulty for p in task.problems]
+    assert len(levels) == 10 and set(levels) == {1, 2} and levels.count(1) == levels.count(2) == 5
+    assert {p.difficulty for p in load_task("arith", "test", difficulties=(5,)).problems} == {5}
+    assert len(load_task("arith", "test", difficulties=(5,)).problems) == 200
+    with pytest.raises(DistilleryError, match="no difficulty levels"):
+        load_task("gsm8k", "test", 5, difficulties=(1,))

@@ -18,7 +18,8 @@ from distillery.experiments.common import distinct_n, save_plot, token_entropy, 
 
 
 def sample_programs(model: str, out: Path, problems: int, samples: int, seed: int,
-                    difficulties: tuple[int, ...] = (1, 2, 3, 4, 5)) -> list[dict[str, Any]]:
+                    difficulties: tuple[int, ...] = (1, 2, 3, 4, 5), temperature: float = 0.7,
+                    top_p: float = 0.9) -> list[dict[str, Any]]:
     """``samples`` unverified programs per training problem from ``model`` (through the pipeline, no verifier)."""
     import pyarrow.parquet as pq
 
@@ -33,7 +34,7 @@ def sample_programs(model: str, out: Path, problems: int, samples: int, seed: in
             "prompt": {"template": "{{ question }}"},
             "teacher": {
                 "backend": "transformers", "model": model, "batch_size": 64, "device": "cpu",
-                "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 192, "seed": seed},
+                "sampling": {"temperature": temperature, "top_p": top_p, "max_tokens": 192, "seed": seed},
             },
             "generation": {"samples_per_prompt": samples},
             "output": {"dir": str(out), "batch_size": 500},
@@ -76,11 +77,16 @@ def run(
     threads: int | None = None,
     difficulties: tuple[int, ...] = (1, 2),
     lr: float | None = 5e-4,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
 ) -> dict[str, Any]:
     """Run both arms; write ``collapse.json`` and ``collapse.png`` under ``out_dir``.
 
     ``difficulties`` are the levels of the real, sampled and held-out problems (default 1-2, the
     levels the 0.4M-parameter student can learn); ``lr`` the students' peak learning rate.
+    Each generation samples as one usually samples for data, at ``temperature`` with nucleus
+    ``top_p``: the tails that truncation cuts are what recursive training loses (at T=1 without
+    truncation a model this weak drifts toward noise rather than narrowing).
 
     Returns:
         ``{"config", "generation0", "arms": {"replace": [per generation], "mix": [...]}}``.
@@ -100,13 +106,14 @@ def run(
     result: dict[str, Any] = {
         "config": {"student": student, "generations": generations, "real_examples": real_examples, "problems": problems,
                    "samples": samples, "steps": steps, "eval_problems": eval_problems, "seed": seed,
-                   "difficulties": list(difficulties), "lr": lr},
+                   "difficulties": list(difficulties), "lr": lr, "temperature": temperature, "top_p": top_p},
         "arms": {},
     }
     gen0_dir = out / "gen0"
     gen0 = train_and_eval(student, real, gen0_dir / "model", steps=steps, seed=seed, eval_problems=eval_problems,
                           threads=threads, lr=lr, difficulties=difficulties)
-    drawn = sample_programs(str(gen0_dir / "model"), gen0_dir / "samples", problems, samples, seed, difficulties)
+    drawn = sample_programs(str(gen0_dir / "model"), gen0_dir / "samples", problems, samples, seed, difficulties,
+                            temperature, top_p)
     result["generation0"] = {"generation": 0, "accuracy": gen0["accuracy"], **sample_stats(drawn, tokenizer)}
     for arm in ("replace", "mix"):
         history = [result["generation0"]]
@@ -117,7 +124,8 @@ def run(
             data = synthetic + (real if arm == "mix" else [])
             trained = train_and_eval(student, data, gdir / "model", steps=steps, seed=seed + g, eval_problems=eval_problems,
                                      threads=threads, lr=lr, difficulties=difficulties)
-            current = sample_programs(str(gdir / "model"), gdir / "samples", problems, samples, seed + g, difficulties)
+            current = sample_programs(str(gdir / "model"), gdir / "samples", problems, samples, seed + g, difficulties,
+                                      temperature, top_p)
             history.append({"generation": g, "accuracy": trained["accuracy"], "train_examples": len(data),
                             **sample_stats(current, tokenizer)})
             result["arms"][arm] = history
