@@ -13,8 +13,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not SHARED.exists():  # a clean clone elsewhere: look beside the original checkout
+# The shared data: $DISTILLERY_DATA, else ../shared/data beside the checkout, else /work/shared/data
+# (a clean clone elsewhere, e.g. /tmp/x, looks beside the original checkout).
+SHARED = Path(os.environ.get("DISTILLERY_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+if not SHARED.exists():
     SHARED = Path("/work/shared/data")
 GSM8K_TRAIN = SHARED / "gsm8k" / "train.jsonl"
 GSM8K_TEST = SHARED / "gsm8k" / "test.jsonl"

@@ -113,6 +113,29 @@ def test_quick_training_writes_loadable_models(tmp_path: Path):
     teacher_info = json.loads((tmp_path / "teacher" / "training.json").read_text())
     student_info = json.loads((tmp_path / "student" / "training.json").read_text())
     assert student_info["parameters"] < teacher_info["parameters"]
+    # the teacher has a refine phase: its log continues the main phase's step count
+    assert [ph["phase"] for ph in teacher_info["phases"]] == ["main", "refine"]
+    assert teacher_info["log"][-1]["step"] == 2 + 1 + 2  # quick main stages (2, 1) then refine (2)
+    assert "refine" in (tmp_path / "teacher" / "README.md").read_text()
+
+    # the refine phase alone, continued from the main phase saved by another run of the same seed and spec
+    main_only = tmp_path / "main-only"
+    main_only.mkdir()
+    (main_only / "teacher").mkdir()
+    saved = dict(teacher_info)
+    saved.pop("phases")
+    for f in (tmp_path / "teacher").iterdir():
+        if f.name != "training.json":
+            (main_only / "teacher" / f.name).write_bytes(f.read_bytes())
+    (main_only / "teacher" / "training.json").write_text(json.dumps(saved))
+    again = CliRunner().invoke(app, ["train", "--quick", "--only", "teacher", "--out", str(tmp_path / "b"),
+                                     "--main-phase-from", str(main_only), "--no-evaluate"])
+    assert again.exit_code == 0, again.output
+    info = json.loads((tmp_path / "b" / "teacher" / "training.json").read_text())
+    assert info["phases"][0]["loaded_from"] == str(main_only / "teacher") and info["phases"][1]["phase"] == "refine"
+    other_seed = CliRunner().invoke(app, ["train", "--quick", "--seed", "1", "--only", "teacher", "--out",
+                                          str(tmp_path / "c"), "--main-phase-from", str(main_only), "--no-evaluate"])
+    assert other_seed.exit_code != 0 and "another seed or spec" in str(other_seed.exception)
 
 
 def test_builtin_teacher_served_over_http_by_transformers_serve(tmp_path: Path):

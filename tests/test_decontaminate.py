@@ -23,8 +23,9 @@ from distillery.errors import RecipeError
 from distillery.pipeline.stage import BuildContext
 from distillery.records import new_record, verdict_detail
 from distillery.text import normalize, word_spans, words
+from tests.helpers import SHARED
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = SHARED
 SHIPPED = ("gsm8k_test", "math500", "humaneval")
 Items = dict[str, list[tuple[str, str]]]
 

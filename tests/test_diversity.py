@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +19,9 @@ from distillery.report.diversity import (
     vendi_score_embeddings,
 )
 from distillery.text import words
+from tests.helpers import SHARED
 
-DATA = Path(os.environ.get("DISTILLERY_DATA", "/work/shared/data"))
+DATA = SHARED
 
 
 @pytest.fixture(scope="module")

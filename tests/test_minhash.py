@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +20,9 @@ from distillery.dedup.unionfind import UnionFind
 from distillery.pipeline.stage import BuildContext
 from distillery.records import new_record, verdict_detail
 from distillery.text import words
+from tests.helpers import SHARED
 
-DATA = Path(os.environ.get("DISTILLERY_DATA", "/work/shared/data"))
+DATA = SHARED
 
 TRICKY = [
     "Héllo WÖRLD’s “quote” ÀB ½ ﬁne x² — ok",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -18,8 +17,9 @@ from distillery.verify.python_program import (
     extract_program,
     parse_reference,
 )
+from tests.helpers import SHARED
 
-GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
+GSM8K_TEST = SHARED / "gsm8k" / "test.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -32,8 +31,9 @@ from distillery.dedup.semantic import (
 from distillery.errors import RecipeError
 from distillery.pipeline.stage import BuildContext
 from distillery.records import new_record, verdict_detail
+from tests.helpers import SHARED
 
-DATA = Path(os.environ.get("DISTILLERY_DATA", "/work/shared/data"))
+DATA = SHARED
 N_DISTINCT = 30
 PLANTED = {8: 2, 15: 10, 24: 21, 27: 12, 34: 29}  # position of a paraphrase -> position of its original
 

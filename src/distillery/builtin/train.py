@@ -152,7 +152,8 @@ class TrainingRecipe:
         return cls(
             seed=seed,
             teacher=ModelSpec(name="teacher", hidden=32, layers=1, heads=2, intermediate=64,
-                              stages=(Stage(2, (1,)), Stage(1, (1, 2))), batch_size=8, warmup_steps=1),
+                              stages=(Stage(2, (1,)), Stage(1, (1, 2))), batch_size=8, warmup_steps=1,
+                              refine=(Stage(2, (1, 2)),), refine_warmup_steps=1),
             student=ModelSpec(name="student", hidden=16, layers=1, heads=2, intermediate=32,
                               stages=(Stage(2, (1,)),), batch_size=8, warmup_steps=1, data_offset=100,
                               init_seed_offset=1),

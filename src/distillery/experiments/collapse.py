@@ -153,5 +153,5 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("generation")
         ax.set_title(label)
     axes[0].legend()
-    fig.suptitle("collapse: training on own samples (replace) vs with real data mixed in (mix)")
+    fig.suptitle("collapse: training on own samples (replace) vs with real data mixed in (mix)", y=1.05)
     return save_plot(fig, path)
