@@ -3,10 +3,9 @@
 The model is prompted exactly as the built-in models were trained (one user message holding
 the question; the assistant answers with a Python program defining ``solution()``),
 generates through :class:`~distillery.backends.transformers_local.TransformersBackend`, and
-each response goes through the ``python_program`` verifier's own steps: the program is
-taken from the response (:func:`~distillery.verify.python_program.extract_program`), run
-in the :class:`~distillery.verify.sandbox.Sandbox`, and its value compared with the
-problem's answer by :func:`~distillery.verify.sandbox.answers_match`.
+each response is checked by the pipeline's own ``python_program`` verifier
+(:class:`~distillery.verify.python_program.PythonProgramVerifier`: program extracted, run in
+the sandbox, value compared with the problem's answer).
 """
 
 from __future__ import annotations
@@ -29,31 +28,27 @@ def arith_messages(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}]
 
 
-def _check(responses: list[GenerationResult], references: list[Any], workers: int, timeout_s: float) -> list[str]:
-    """Verdict per response: ``"correct"``, ``"wrong_answer"``, ``"no_program"`` or a sandbox status."""
-    from distillery.verify.python_program import extract_program
-    from distillery.verify.sandbox import Sandbox, SandboxLimits, answers_match
+def _check(responses: list[GenerationResult], references: list[str], workers: int, timeout_s: float) -> list[str]:
+    """Verdict per response: ``"correct"``, or the ``python_program`` verifier's reason category
+    (``"wrong_answer"``, ``"no_program"``, a sandbox status such as ``"syntax_error"``), or the
+    generation's error kind. ``references`` are the problems' answer strings."""
+    from distillery.verify.python_program import PythonProgramConfig, PythonProgramVerifier
 
     verdicts: list[str | None] = [None] * len(responses)
-    jobs: list[tuple[int, str]] = []
+    live = []
     for i, r in enumerate(responses):
         if r.text is None:
             verdicts[i] = r.error_kind or "generation_error"
-            continue
-        program, _ = extract_program(r.text)
-        if program is None:
-            verdicts[i] = "no_program"
         else:
-            jobs.append((i, program))
-    if jobs:
-        limits = SandboxLimits(wall_time_s=timeout_s, cpu_time_s=timeout_s)
-        with Sandbox(workers=workers, limits=limits) as sandbox:
-            results = sandbox.run_many([p for _, p in jobs], entry="solution")
-        for (i, _), res in zip(jobs, results, strict=True):
-            if res.status != "ok":
-                verdicts[i] = res.status
-            else:
-                verdicts[i] = "correct" if answers_match(res.value, references[i]) else "wrong_answer"
+            live.append(i)
+    if live:
+        verifier = PythonProgramVerifier(PythonProgramConfig(reference="answer", workers=workers, timeout_s=timeout_s))
+        try:
+            checks = verifier.check_batch([{"seed": {"answer": references[i]}, "response": responses[i].text} for i in live])
+        finally:
+            verifier.close()
+        for i, check in zip(live, checks, strict=True):
+            verdicts[i] = "correct" if check.passed else (check.reason or "rejected").split(":", 1)[0]
     return verdicts  # type: ignore[return-value]
 
 
@@ -113,7 +108,7 @@ def evaluate_arith(
         for p in problems
         for k in range(samples)
     ]
-    references = [p.answer_value() for p in problems for _ in range(samples)]
+    references = [p.answer for p in problems for _ in range(samples)]
     config = TeacherConfig(backend="transformers", model=model, device=device, batch_size=batch_size)
     responses = asyncio.run(generate_all(config, requests)) if requests else []
     verdicts = _check(responses, references, workers, timeout_s)

@@ -211,7 +211,7 @@ def trainer_args(config_cls: type, options: TrainOptions, out_dir: Path, lr: flo
         num_train_epochs=options.epochs,
         learning_rate=lr,
         lr_scheduler_type=options.lr_scheduler,
-        warmup_steps=options.warmup_ratio,
+        warmup_steps=options.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps (transformers >= 5)
         weight_decay=options.weight_decay,
         per_device_train_batch_size=options.batch_size,
         gradient_accumulation_steps=options.grad_accum,

@@ -76,6 +76,11 @@ class ImproveConfig:
     embedding_model: str | None = "default"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """The ``arith`` difficulty levels in use (all five when ``difficulties`` is ``None``)."""
+        return tuple(self.difficulties or (1, 2, 3, 4, 5))
+
 
 def _recipe(model: str, out: Path, cfg: ImproveConfig, seeds: dict[str, Any], template: str = "{{ question }}") -> Any:
     from distillery.recipe import Recipe
@@ -115,7 +120,7 @@ def sample_round(model: str, out: Path, cfg: ImproveConfig) -> tuple[list[dict[s
     from distillery.pipeline.runner import Pipeline
 
     seeds = {"path": "builtin:arith", "options": {"n": cfg.problems, "split": "train", "seed": cfg.seed,
-                                                  "difficulties": list(cfg.difficulties or (1, 2, 3, 4, 5))}}
+                                                  "difficulties": list(cfg.levels)}}
     report = Pipeline(_recipe(model, out / "samples", cfg, seeds), progress=False).run()
     accepted = pq.read_table(out / "samples" / "accepted.parquet").to_pylist()
     examples = [{"prompt": r["messages"], "completion": r["response"]} for r in accepted]
@@ -125,7 +130,7 @@ def sample_round(model: str, out: Path, cfg: ImproveConfig) -> tuple[list[dict[s
         from distillery.builtin.arith import generate
 
         failed = [p.to_dict() for p in generate(cfg.problems, split="train", seed=cfg.seed,
-                                                 difficulties=cfg.difficulties or (1, 2, 3, 4, 5)) if p.id not in solved]
+                                                 difficulties=cfg.levels) if p.id not in solved]
         if failed:
             path = out / "unsolved.jsonl"
             atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in failed))
@@ -144,7 +149,7 @@ def gold_examples(count: int, cfg: ImproveConfig, offset: int = 10_000) -> list[
         return []
     return [
         {"prompt": [{"role": "user", "content": p.question}], "completion": p.program}
-        for p in generate(count, split="train", seed=cfg.seed + offset, difficulties=cfg.difficulties or (1, 2, 3, 4, 5))
+        for p in generate(count, split="train", seed=cfg.seed + offset, difficulties=cfg.levels)
     ]
 
 
