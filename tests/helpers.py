@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -71,8 +70,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class CountingProxy:
+    """A reverse proxy on 127.0.0.1 in front of a server, counting the chat completions it
+    answered with 200. The count is raised before the answer is passed on, so by the time a
+    client has its response the count includes it (no log read, nothing to flush)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.completions = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=600)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                conn.close()
+                if self.command == "POST" and self.path.endswith("/chat/completions") and answer.status == 200:
+                    with lock:
+                        outer.completions += 1
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _forward
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class Server:
-    """A real `transformers serve` process on 127.0.0.1 serving one local model."""
+    """A real `transformers serve` process on 127.0.0.1 serving one local model, reached
+    through a :class:`CountingProxy` (``base_url`` is the proxy's)."""
 
     def __init__(self, model: Path, log: Path) -> None:
         self.model = str(model)
@@ -86,29 +138,30 @@ class Server:
              "--device", "cpu", "--log-level", "info"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # room for a loaded machine
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"transformers serve exited: {log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:
                     if response.status == 200:
-                        return
+                        break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.5)
-        raise RuntimeError("transformers serve did not start in 120 s")
+        else:
+            raise RuntimeError("transformers serve did not start in 300 s")
+        self.proxy = CountingProxy(self.port)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self.proxy.port}/v1"
 
     def completions_served(self) -> int:
-        """Chat-completion requests the server has answered (from its access log)."""
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace")
-        return len(re.findall(r'"POST /v1/chat/completions HTTP/1\.1" 200', text))
+        """Chat-completion requests the server has answered with 200 (counted by the proxy)."""
+        return self.proxy.completions
 
     def stop(self) -> None:
+        self.proxy.close()
         self.proc.terminate()
         try:
             self.proc.wait(10)

@@ -162,7 +162,7 @@ def test_builtin_teacher_served_over_http_by_transformers_serve(tmp_path: Path):
         served = server.completions_served()
     finally:
         server.stop()
-    # every candidate came from the server (plus the one preflight request)
-    assert report["candidates"] == served - 1 >= 12
+    # every candidate came from the server (it lists the model, so the preflight sent no completion)
+    assert report["candidates"] == served >= 12
     # the teacher solves ~90% of difficulty-1 problems per sample; best-of-4 leaves few unsolved
     assert report["prompts_with_accepted"] >= 9, report["funnel"]

@@ -258,13 +258,13 @@ def test_hash_collisions_are_confirmed_away(items: Items, gsm8k_train: list[str]
 
 
 def _record(prompt: str, response: str) -> dict:
-    return new_record(id="r", messages=[{"role": "user", "content": prompt}], response=response)
+    return new_record(id="r", prompt=[{"role": "user", "content": prompt}], response=response)
 
 
 def test_stage_rejects_with_reason_and_detail(items: Items) -> None:
     stage = DecontaminationConfig().build(BuildContext())
     assert isinstance(stage, DecontaminationStage)
-    assert (stage.kind, stage.type_name, stage.cost) == ("decontaminate", "decontaminate", 3)
+    assert (stage.kind, stage.name, stage.cost) == ("decontaminate", "decontaminate", 3)
     question = dict(items["gsm8k_test"])["gsm8k-test-17"].split("\n")[0]
     dirty = _record("Solve this.", "Sure. " + question + " The answer is 57500.")
     clean = _record("Add 2 and 3.", "2 + 3 = 5, so the answer is 5.")

@@ -24,7 +24,7 @@ N = 4
 
 def rec(seed_id: str, question: str, answer: str, k: int = 0) -> dict:
     return new_record(id=f"{seed_id}#{k}", seed_id=seed_id, seed={"question": question, "answer": answer},
-                      messages=[{"role": "user", "content": question}])
+                      prompt=[{"role": "user", "content": question}])
 
 
 def detail(record: dict) -> dict:
@@ -107,7 +107,7 @@ def test_python_program_verifier_and_a_scripted_student():
             n=N, low=0.2, high=0.6,
         )
         stage = config.build(BuildContext())
-        assert stage.required_seed_fields == ("answer",)
+        assert stage.config.inputs == ("prompt", "seed.answer")
         records = [rec(q, q, "72") for q in ("q-easy", "q-mid", "q-hard")]
         kept = asyncio.run(stage.apply_async(records))
         assert [r["id"] for r in kept] == ["q-mid#0"]
@@ -147,9 +147,9 @@ def test_config_defaults_and_validation():
     assert (config.n, config.low, config.high) == (8, 0.1, 0.9)
     dumped = config.model_dump(mode="json")
     assert dumped["verifier"]["type"] == "math_answer" and DifficultyConfig.model_validate(dumped) == config
-    with pytest.raises(ValueError, match="verifier: Input tag 'nope'"):
+    with pytest.raises(ValueError, match=r"verifier\n.*unknown verifier 'nope'"):
         DifficultyConfig(verifier={"type": "nope"})
-    with pytest.raises(ValueError, match=r"verifier\.refrence: Extra inputs"):
+    with pytest.raises(ValueError, match=r"verifier\.refrence\n.*Extra inputs"):
         DifficultyConfig(verifier={"type": "math_answer", "refrence": "answer"})
     with pytest.raises(ValueError, match="low 0.9 > high 0.1"):
         DifficultyConfig(verifier={"type": "math_answer"}, low=0.9, high=0.1)

@@ -58,15 +58,15 @@ def run_dir(tmp_path_factory) -> Path:
     for i, row in enumerate(read_jsonl(GSM8K_TRAIN, 24)):
         solution = row["answer"].split("####")[0].strip()
         total = int(row["answer"].split("####")[1].replace(",", ""))
-        base = {"qid": f"q{i}", "question": row["question"], "answer": row["answer"]}
-        seeds.append({**base, "solution": solution})
+        base = {"question": row["question"], "answer": row["answer"]}
+        seeds.append({**base, "qid": f"q{i}", "solution": solution})
         if i % 2 == 0:
-            seeds.append({**base, "solution": f"{solution}\nThe total is {total + 7}."})
+            seeds.append({**base, "qid": f"q{i}-wrong", "solution": f"{solution}\nThe total is {total + 7}."})
         if i % 4 == 0:
-            seeds.append({**base, "solution": "ok"})
+            seeds.append({**base, "qid": f"q{i}-short", "solution": "ok"})
         if i % 6 == 0:
-            seeds.append({**base, "solution": ""})
-            seeds.append({**base, "solution": solution})
+            seeds.append({**base, "qid": f"q{i}-empty", "solution": ""})
+            seeds.append({**base, "qid": f"q{i}-copy", "solution": solution})
     return _curate_run(tmp_path_factory.mktemp("distill-run"), seeds)
 
 
@@ -208,7 +208,7 @@ def test_preference_pairs_use_only_verifier_and_filter_rejections(run_dir: Path)
     accepted = {r["seed_id"]: r for r in run.accepted}
     for pair in pairs:
         question = pair["prompt"][-1]["content"]
-        source = next(r for r in accepted.values() if r["messages"][-1]["content"] == question)
+        source = next(r for r in accepted.values() if r["prompt"][-1]["content"] == question)
         assert pair["chosen"][0]["content"] == source["response"]
         assert pair["rejected"][0]["content"] != source["response"] and pair["rejected"][0]["content"].strip()
     more, stats2 = dpo_pairs(run.accepted, run.rejected, pairs_per_prompt=2)

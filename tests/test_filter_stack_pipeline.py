@@ -79,7 +79,7 @@ def test_recipe_with_the_whole_filter_stack(tiny_gsm8k_model: Path, tmp_path: Pa
         judged = by_stage["judge"]
         assert judged["in"] - judged["out"] == judged["reasons"].get("low_score", 0)
         assert server.requests == judged["in"]
-        assert (out / "judge-cache.sqlite").exists() and (out / "difficulty-cache.sqlite").exists()
+        assert (out / "judge-cache").is_dir() and (out / "difficulty-cache").is_dir()
         # a fresh re-run answers every judge and student request from the caches
         served = server.requests
         again = Pipeline(recipe(tiny_gsm8k_model, server, out), fresh=True, progress=False).run()

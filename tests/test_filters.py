@@ -9,7 +9,7 @@ from distillery.verify.math_answer import MathAnswerConfig, MathAnswerVerifier
 
 def rec(response: str, tokens_out: int | None = None, rid: str = "r", seed=None, question="q?"):
     return new_record(id=rid, response=response, tokens_out=tokens_out, seed=seed or {},
-                      messages=[{"role": "user", "content": question}])
+                      prompt=[{"role": "user", "content": question}])
 
 
 def test_length_band_reasons():

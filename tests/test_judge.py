@@ -167,7 +167,7 @@ def judge_config(server: FaultServer, **kw) -> JudgeConfig:
 
 def rec(rid: str, response: str, seed_id: str = "s1", **seed) -> dict:
     return new_record(id=rid, seed_id=seed_id, response=response, seed={"answer": RIGHT, **seed},
-                      messages=[{"role": "user", "content": QUESTION}])
+                      prompt=[{"role": "user", "content": QUESTION}])
 
 
 def detail(record: dict) -> dict:
@@ -235,7 +235,7 @@ def test_consistent_judgements_win_and_lose_and_unreadable_is_rejected(tmp_path:
         repeat = [rec("g", RIGHT2), rec("b", WRONG)]
         again.apply(repeat)
         assert server.requests == served and again.summary()["cache_hits"] == 4
-        assert (tmp_path / "judge-cache.sqlite").exists()
+        assert (tmp_path / "judge-cache").is_dir()
         assert not repeat[1]["accepted"] and repeat[1]["reject_reason"].startswith("lost_pairwise")
         again.close()
     finally:
@@ -293,7 +293,7 @@ def test_custom_template_with_seed_fields_and_concurrency():
         config = judge_config(server, template="Topic {{ topic }}. Q: {{ prompt }} A: {{ response }}", system="",
                               concurrency=8)
         stage = config.build(BuildContext())
-        assert stage.required_seed_fields == ("topic",)
+        assert stage.config.inputs == ("prompt", "seed.topic")
         records = [rec(f"r{i}", f"answer {i}", topic="clips") for i in range(8)]
         start = time.perf_counter()
         kept = stage.apply(records)
@@ -329,7 +329,9 @@ def test_judge_through_a_real_transformers_serve(gsm8k_server, tmp_path: Path):
     records = [rec("g", RIGHT), rec("b", WRONG), rec("c", "Natalia sold 72 clips.")]
     before = gsm8k_server.completions_served()
     pairwise.apply(records)
-    assert gsm8k_server.completions_served() - before == 6  # both orders for each of 3 candidates
+    # both orders for each of 3 candidates; the right answer against the reference (the same text) is one
+    # request whichever goes first (the judge sends each distinct request once)
+    assert gsm8k_server.completions_served() - before == 5
     unreadable = 0
     for r in records:
         (c,) = detail(r)["comparisons"]

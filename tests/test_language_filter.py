@@ -23,7 +23,7 @@ FRENCH = [
 
 
 def rec(response: str, question: str = "q?", **seed) -> dict:
-    return new_record(id="r", response=response, seed=seed, messages=[{"role": "user", "content": question}])
+    return new_record(id="r", response=response, seed=seed, prompt=[{"role": "user", "content": question}])
 
 
 def detail(record: dict) -> dict:
@@ -95,7 +95,7 @@ def test_undetermined_text_passes_or_is_rejected_on_request():
 
 def test_fields_and_seed_fields():
     stage = LanguageFilter(LanguageConfig(fields=["prompt", "seed.title"]))
-    assert stage.required_seed_fields == ("title",)
+    assert {f for f in stage.config.inputs if f.startswith("seed.")} == {"seed.title"}
     record = rec("Die Antwort ist zwölf.", question="How many apples are left in the basket after lunch?",
                  title="Counting the apples that are left")
     stage.apply([record])

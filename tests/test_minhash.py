@@ -307,7 +307,7 @@ def test_memory_per_document_is_reported(gsm8k: list[str]) -> None:
 # -- the stage ----------------------------------------------------------------------------
 def _records(texts: list[str], prefix: str) -> list[dict]:
     return [
-        new_record(id=f"{prefix}{i}", messages=[{"role": "user", "content": "Solve."}], response=t)
+        new_record(id=f"{prefix}{i}", prompt=[{"role": "user", "content": "Solve."}], response=t)
         for i, t in enumerate(texts)
     ]
 

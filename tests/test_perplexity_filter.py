@@ -24,7 +24,7 @@ def rec(question: str, response: str) -> dict:
     return new_record(
         id="r",
         response=response,
-        messages=[{"role": "system", "content": "Solve it."}, {"role": "user", "content": question}],
+        prompt=[{"role": "system", "content": "Solve it."}, {"role": "user", "content": question}],
     )
 
 
@@ -65,8 +65,8 @@ def test_band_rejects_with_value_and_reason(tiny_gsm8k_model: Path, pairs):
     noise = [p for p, _ in probe.perplexities([p[1] for p in pairs])]
     cut = statistics.median(real + noise)
     stage = PerplexityFilter(PerplexityConfig(model=str(tiny_gsm8k_model), max_perplexity=cut))
-    records = [rec(p[0]["messages"][-1]["content"], p[0]["response"]) for p in pairs]
-    records += [rec(p[1]["messages"][-1]["content"], p[1]["response"]) for p in pairs]
+    records = [rec(p[0]["prompt"][-1]["content"], p[0]["response"]) for p in pairs]
+    records += [rec(p[1]["prompt"][-1]["content"], p[1]["response"]) for p in pairs]
     stage.apply(records)
     for record, ppl in zip(records, real + noise, strict=True):
         detail = json.loads(record["verdicts"][-1]["detail"])
@@ -77,7 +77,7 @@ def test_band_rejects_with_value_and_reason(tiny_gsm8k_model: Path, pairs):
             assert m and float(m.group(1)) == pytest.approx(ppl, abs=0.06) and float(m.group(2)) == pytest.approx(cut, rel=1e-5)
     assert stage.stats.reasons["too_perplexing"] == sum(p > cut for p in real + noise) > 0
     low = PerplexityFilter(PerplexityConfig(model=str(tiny_gsm8k_model), min_perplexity=max(real) + 1))
-    easy = [rec(p[0]["messages"][-1]["content"], p[0]["response"]) for p in pairs[:3]]
+    easy = [rec(p[0]["prompt"][-1]["content"], p[0]["response"]) for p in pairs[:3]]
     low.apply(easy)
     assert all(re.fullmatch(r"too_predictable: [\d.]+ < [\d.]+", r["reject_reason"]) for r in easy)
 
@@ -97,7 +97,7 @@ def test_scores_exactly_the_response_tokens_after_the_chat_template(tiny_gsm8k_m
     ((ppl, n),) = stage.perplexities([record])
     tok = AutoTokenizer.from_pretrained(tiny_gsm8k_model)
     lm = AutoModelForCausalLM.from_pretrained(tiny_gsm8k_model).eval()
-    prefix = tok.apply_chat_template(record["messages"], tokenize=False, add_generation_prompt=True)
+    prefix = tok.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
     ctx = tok(prefix, add_special_tokens=False)["input_ids"]
     resp = tok(record["response"], add_special_tokens=False)["input_ids"]
     ids = torch.tensor([ctx + resp])

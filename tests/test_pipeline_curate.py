@@ -44,7 +44,7 @@ def test_gsm8k_curate_recipe_verifies_dedups_and_decontaminates(tmp_path: Path):
     ids = accepted.column("id").to_pylist() + rejected.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == n
     first = accepted.slice(0, 1).to_pylist()[0]
-    assert first["seed"]["question"] and first["messages"][-1]["content"] == first["seed"]["question"]
+    assert first["seed"]["question"] and first["prompt"][-1]["content"] == first["seed"]["question"]
     assert "####" not in first["response"] and first["backend"] == "seed"
     # stages ran cheapest first (length, decontamination, verification), deduplication last
     assert [v["name"] for v in first["verdicts"]] == ["length", "decontaminate", "math_answer", "exact", "minhash"]

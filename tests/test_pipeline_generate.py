@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillery.backends.cache import ResponseCache
 from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
 from distillery.records import RECORD_FIELDS
@@ -42,7 +42,10 @@ def check_records(table, teacher: str, backend: str) -> None:
     assert table.column_names == list(RECORD_FIELDS)
     for r in table.to_pylist():
         assert r["teacher"] == teacher and r["backend"] == backend
-        assert r["messages"][0]["role"] == "system" and r["messages"][-1]["content"] == r["seed"]["question"]
+        assert r["prompt"][0]["role"] == "system" and r["prompt"][-1]["content"] == r["seed"]["question"]
+        assert r["messages"] == r["prompt"] + r["completion"]
+        assert r["completion"] == ([] if r["response"] is None else [{"role": "assistant", "content": r["response"]}])
+        assert r["strategy"] == "rejection_sampling" and r["steps"] == []
         assert json.loads(r["sampling"])["temperature"] == 0.8
         assert len(r["prompt_template_hash"]) == 16 and r["sample_index"] in (0, 1)
         assert r["verdicts"] and r["distillery_version"] and r["created_at"]
@@ -61,7 +64,7 @@ def test_gsm8k_recipe_against_a_real_local_server(gsm8k_server, tmp_path: Path):
     # adaptive best-of-2: one or two samples per prompt
     assert 12 <= report["candidates"] <= 24
     # every candidate was one request, plus one preflight request (this server lists no models)
-    assert report["cache"]["backend_calls"] == report["candidates"] == served - 1
+    assert report["cache"]["backend_calls"] == report["candidates"] == served  # the server lists the model: the preflight sends no completion
     funnel = [row["stage"] for row in report["funnel"]]
     assert funnel[:2] == ["seeds", "generate"] and "math_answer" in funnel
     assert report["tokens"]["out"] > 0 and report["throughput"]["requests_per_s"] > 0
@@ -128,8 +131,7 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(gsm8k_server, tmp
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "accepted.parquet").exists()
-    with sqlite3.connect(out / "cache.sqlite") as db:
-        cached_before = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    cached_before = len(ResponseCache(out / "cache"))
     markers_before = len(list(shards.glob("batch-*.json")))
     assert markers_before < 10 and cached_before < 40
 
@@ -144,8 +146,7 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(gsm8k_server, tmp
     assert len(ids) == 40 and len(set(ids)) == 40 and set(ids) == expected
     assert report["candidates"] == 40 and report["batches"] == 10
     # the resumed session called the backend only for responses not received before the kill
-    with sqlite3.connect(out / "cache.sqlite") as db:
-        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 40
+    assert len(ResponseCache(out / "cache")) == 40
     assert report["cache"]["session_backend_calls"] == 40 - cached_before
 
 

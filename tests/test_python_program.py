@@ -94,7 +94,7 @@ def test_config_is_validated():
         BuildContext()
     )
     assert isinstance(stage, PythonProgramVerifier) and stage.name == "pal" and stage.kind == "verify"
-    assert stage.required_seed_fields == ("target",)
+    assert stage.config.inputs == ("seed.target",)
     assert (stage.limits.wall_time_s, stage.limits.memory_mb) == (3, 128)
     stage.close()  # never started: nothing to stop
 

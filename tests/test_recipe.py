@@ -53,7 +53,7 @@ def test_missing_seed_file_is_reported_before_work(tmp_path: Path):
 def test_teacher_required_unless_curating():
     assert "a teacher is needed" in error_of({"seeds": {"path": str(GSM8K_TRAIN)}})
     r = Recipe.from_dict({"seeds": {"path": str(GSM8K_TRAIN), "response_field": "answer"}})
-    assert r.curate and r.response_template() == "{{ answer }}"
+    assert r.generation.strategy == "curate" and r.response_template() == "{{ answer }}"
 
 
 def test_yaml_file_relative_paths_and_overrides():

@@ -18,7 +18,7 @@ from tests.helpers import GSM8K_TEST, read_jsonl
 
 def cand(seed_id: str, k: int, response: str | None) -> dict:
     return new_record(id=f"{seed_id}#{k}", seed_id=seed_id, sample_index=k, response=response,
-                      messages=[{"role": "user", "content": f"question {seed_id}"}])
+                      prompt=[{"role": "user", "content": f"question {seed_id}"}])
 
 
 def detail(record: dict) -> dict:

@@ -179,7 +179,7 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
     assert (config.type, config.threshold, config.fields, config.batch_size, config.device) == (
         "semantic", 0.95, ["prompt", "response"], 64, "cpu"
     )
-    assert SemanticDedup.stateful and SemanticDedup.kind == "dedup" and SemanticDedup.type_name == "semantic"
+    assert SemanticDedup.stateful and SemanticDedup.kind == "dedup" and SemanticDedupConfig().stage_name == "semantic"
 
 
 # -- exact index semantics on hand-built vectors -----------------------------------------------

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from distillery import registry
 from distillery.backends.config import SamplingConfig, TeacherConfig  # noqa: F401 (part of this module's API)
-from distillery.decontaminate.stage import DecontaminationConfig
 from distillery.errors import RecipeError
-from distillery.pipeline.registry import DEDUP, FILTERS, VERIFIERS, config_union
+from distillery.registry import RegistryField, config_field
 
 
 class _Strict(BaseModel):
@@ -37,11 +37,12 @@ class SeedsConfig(_Strict):
         path: a JSONL(.gz) / Parquet / CSV file, a saved ``datasets`` folder, a Hub dataset
             name (with ``format: hub``) or ``builtin:<name>`` (e.g. ``builtin:arith``);
             relative paths are resolved against the recipe's folder.
-        format: ``auto`` (from the name) or one of jsonl, parquet, csv, hf, hub, builtin.
+        format: ``auto`` (from the name) or a registered seed format (jsonl, parquet, csv,
+            hf, hub, builtin, or one a plugin adds).
         fields: renames: seed field name used in templates and stages -> source column.
         id_field: the seed field that holds a stable id, if any.
-        response_field: in curate mode, the seed field holding an existing response;
-            generation is skipped and the rest of the pipeline runs on it.
+        response_field: the seed field holding an existing response (makes ``curate`` the
+            default strategy: generation is skipped and the rest of the pipeline runs on it).
         response_template: instead of ``response_field``, a Jinja2 template over the seed's
             fields that makes the response (e.g. ``"{{ answer.split('####')[0] | trim }}"``).
         limit: use at most this many rows.
@@ -51,7 +52,7 @@ class SeedsConfig(_Strict):
     """
 
     path: str
-    format: Literal["auto", "jsonl", "parquet", "csv", "hf", "hub", "builtin"] = "auto"
+    format: str = "auto"
     fields: dict[str, str] = {}
     id_field: str | None = "id"
     response_field: str | None = None
@@ -61,6 +62,20 @@ class SeedsConfig(_Strict):
     split: str | None = None
     subset: str | None = None
     options: dict[str, Any] = {}
+
+    @field_validator("format")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value != "auto" and value not in registry.names("seed_format"):
+            raise ValueError(registry.unknown_message("seed_format", value))
+        return value
+
+    @property
+    def local(self) -> bool:
+        """Whether ``path`` names a local file or folder (resolved against the recipe's folder)."""
+        if self.format == "auto":
+            return not self.path.startswith("builtin:")
+        return registry.get("seed_format", self.format).local
 
 
 class FewShotTurn(_Strict):
@@ -76,21 +91,6 @@ class PromptConfig(_Strict):
     system: str | None = None
     template: str = "{{ question }}"
     few_shot: list[FewShotTurn] = []
-
-
-class GenerationConfig(_Strict):
-    """Rejection sampling with adaptive best-of-N.
-
-    Attributes:
-        samples_per_prompt: most candidates drawn per prompt (N).
-        accept_per_prompt: stop sampling a prompt once it has this many accepted candidates
-            (``None``: draw all N and keep every accepted one).
-        wave_size: candidates requested per prompt per wave (default: the number still wanted).
-    """
-
-    samples_per_prompt: int = Field(1, ge=1)
-    accept_per_prompt: int | None = Field(None, ge=1)
-    wave_size: int | None = Field(None, ge=1)
 
 
 class OutputConfig(_Strict):
@@ -130,46 +130,72 @@ class PricingConfig(_Strict):
     currency: str = "USD"
 
 
-VerifierConfig = config_union(VERIFIERS)
-FilterConfig = config_union(FILTERS)
-DedupStageConfig = config_union(DEDUP)
-
-
 class Recipe(_Strict):
-    """A whole run: seeds, prompt, teacher, generation, verifiers, filters, dedup,
-    decontamination and output. See the README for a commented example."""
+    """A whole run: seeds, prompt, teacher, generation strategy, verifiers, filters, dedup,
+    decontamination, executor and output. See the README for a commented example.
+
+    The entries of ``generation`` (by ``strategy``), ``verifiers``, ``filters``, ``dedup``,
+    ``decontamination`` and ``executor`` (by ``type``) are validated against what is
+    registered (:mod:`distillery.registry`) when the recipe is validated, so stages and
+    strategies defined anywhere — a plugin, a notebook — can be named.
+
+    ``generation.strategy`` defaults to ``curate`` when the seeds carry responses
+    (``seeds.response_field`` / ``response_template``), else to ``rejection_sampling``;
+    ``executor`` is ``local`` unless given (a name, or a mapping with ``type``).
+    """
 
     name: str = "default"
     description: str | None = None
     seeds: SeedsConfig
     prompt: PromptConfig = PromptConfig()
     teacher: TeacherConfig | None = None
-    generation: GenerationConfig = GenerationConfig()
-    verifiers: list[VerifierConfig] = []  # type: ignore[valid-type]
-    filters: list[FilterConfig] = []  # type: ignore[valid-type]
-    dedup: list[DedupStageConfig] = []  # type: ignore[valid-type]
-    decontamination: DecontaminationConfig | None = None
+    generation: config_field("strategy")  # type: ignore[valid-type]
+    verifiers: list[config_field("verifier")] = []  # type: ignore[valid-type]
+    filters: list[config_field("filter")] = []  # type: ignore[valid-type]
+    dedup: list[config_field("dedup")] = []  # type: ignore[valid-type]
+    decontamination: config_field("decontamination") | None = None  # type: ignore[valid-type]
     stage_order: Literal["auto", "recipe"] = "auto"
+    executor: config_field("executor", default="local")  # type: ignore[valid-type]
     output: OutputConfig = OutputConfig()
     report: ReportConfig = ReportConfig()
     pricing: PricingConfig = PricingConfig()
     base_dir: str | None = Field(None, exclude=True, description="folder relative paths resolve against")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        seeds = data.get("seeds")
+        curating = isinstance(seeds, dict) and (seeds.get("response_field") or seeds.get("response_template"))
+        generation = data.get("generation")
+        if generation is None:
+            generation = {}
+        if isinstance(generation, dict) and "strategy" not in generation:
+            generation = {"strategy": "curate" if curating else "rejection_sampling", **generation}
+        data["generation"] = generation
+        executor = data.get("executor", "local")
+        data["executor"] = {"type": executor} if isinstance(executor, str) else executor
+        return data
+
     @model_validator(mode="after")
-    def _teacher_unless_curating(self) -> Recipe:
+    def _teacher_when_needed(self) -> Recipe:
         if self.seeds.response_field and self.seeds.response_template:
             raise ValueError("seeds: set response_field or response_template, not both")
-        if self.teacher is None and not self.curate:
-            raise ValueError("a teacher is needed unless seeds.response_field or seeds.response_template is set (curate mode)")
+        try:
+            strategy = self.generation.build(self)
+        except RecipeError as e:
+            raise ValueError(str(e)) from None
+        if strategy.needs_teacher and self.teacher is None:
+            raise ValueError(
+                f"a teacher is needed: generation.strategy {strategy.name!r} calls one; add a teacher: section "
+                "(or set seeds.response_field / response_template to curate the seeds' own responses)"
+            )
         return self
 
-    @property
-    def curate(self) -> bool:
-        """Curate mode: seeds carry responses, generation is skipped."""
-        return self.seeds.response_field is not None or self.seeds.response_template is not None
-
     def response_template(self) -> str | None:
-        """Curate mode: the Jinja2 template that makes a response from a seed."""
+        """The Jinja2 template that makes a response from a seed (``curate``), if the seeds carry one."""
         if self.seeds.response_template is not None:
             return self.seeds.response_template
         if self.seeds.response_field is not None:
@@ -187,7 +213,8 @@ class Recipe(_Strict):
         """sha256 (16 hex) of everything that changes the data a run produces (not output
         location or concurrency): two recipes with the same hash can share a run directory."""
         data = _drop_keys(
-            self.model_dump(mode="json", exclude={"output", "base_dir", "description", "pricing", "report"}), _OPERATIONAL_KEYS
+            self.model_dump(mode="json", exclude={"output", "base_dir", "description", "pricing", "report", "executor"}),
+            _OPERATIONAL_KEYS,
         )
         data["output_batch_size"] = self.output.batch_size
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -240,8 +267,7 @@ class Recipe(_Strict):
         Raises:
             RecipeError: naming the key and the path that was looked for.
         """
-        fmt = self.seeds.format
-        if fmt not in ("hub", "builtin") and not self.seeds.path.startswith("builtin:"):
+        if self.seeds.local:
             p = self.resolve(self.seeds.path)
             if not p.exists():
                 hint = " (for a Hugging Face Hub dataset set seeds.format: hub)" if "/" in self.seeds.path else ""
@@ -308,11 +334,14 @@ def _element(ann: Any) -> Any:
 
 
 def _pick_member(ann: Any, node: Any) -> Any:
-    """Resolve ``Annotated``/``Optional``/discriminated unions to the member the data selects."""
+    """Resolve ``Annotated``/``Optional``/registry fields to the member class the data selects."""
     import types
     import typing
 
     while typing.get_origin(ann) is typing.Annotated:
+        marker = next((m for m in ann.__metadata__ if isinstance(m, RegistryField)), None)
+        if marker is not None:
+            return marker.member(node)
         ann = typing.get_args(ann)[0]
     if typing.get_origin(ann) in (typing.Union, types.UnionType):
         members = [m for m in typing.get_args(ann) if m is not type(None)]
@@ -331,8 +360,6 @@ def format_validation_error(error: ValidationError, data: dict[str, Any], source
     lines = []
     for err in error.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.endswith("]")))
-        # pydantic adds the union member's tag to the location; drop tags that are not keys
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p in _tag_names()))
         path = ".".join(str(p) for p in loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -345,17 +372,17 @@ def format_validation_error(error: ValidationError, data: dict[str, Any], source
             lines.append(f"{source}: {path}: unknown key{hint}")
         elif kind == "missing":
             lines.append(f"{source}: {path}: required key is missing")
-        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        elif kind == "union_tag_invalid":
             ctx = err.get("ctx", {})
-            lines.append(f"{source}: {path}: unknown type {ctx.get('tag', '')!r}; expected one of {ctx.get('expected_tags', '')}")
+            what = "strategy" if ctx.get("key") == "strategy" else "type"
+            lines.append(f"{source}: {path}: unknown {what} {ctx.get('tag', '')!r}{ctx.get('hint', '')}; "
+                         f"expected one of {ctx.get('expected_tags', '')}")
+        elif kind == "union_tag_not_found":
+            ctx = err.get("ctx", {})
+            lines.append(f"{source}: {path}: {ctx.get('key', 'type')} is missing; expected one of {ctx.get('expected_tags', '')}")
         else:
             given = err.get("input")
             shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
             lines.append(f"{source}: {path}: {err['msg']}{shown}")
     return "\n".join(lines)
 
-
-def _tag_names() -> set[str]:
-    from distillery.pipeline.registry import type_names
-
-    return set(type_names(VERIFIERS) + type_names(FILTERS) + type_names(DEDUP))

@@ -12,11 +12,20 @@ Fields (Arrow type in brackets):
   candidates add ``#<sample_index>`` so ids are unique per record.
 - ``seed_id`` [string], ``seed_index`` [int64], ``seed_source`` [string]: where the seed came from.
 - ``seed`` [struct]: the seed row's fields, as read.
-- ``messages`` [list<struct<role, content>>]: the chat messages sent to the teacher.
+- ``messages`` [list<struct<role, content>>]: the whole conversation: ``prompt`` followed by
+  ``completion`` (TRL's conversational language-modelling format).
+- ``prompt`` [list<struct<role, content>>]: the chat messages sent to the teacher (system,
+  few-shot turns, user); ``completion`` [list<struct<role, content>>]: the assistant turn
+  (``[]`` when there is no response). Together: TRL's prompt-completion format, so
+  ``SFTTrainer`` trains on the assistant tokens only.
 - ``response`` [string]: the candidate text (the teacher's completion, or the seed's own
   response in curate mode).
 - ``teacher`` [string], ``backend`` [string]: model name and backend kind (``openai``,
   ``transformers``, ``seed`` in curate mode).
+- ``strategy`` [string], ``strategy_params`` [string, JSON]: the generation strategy that made
+  the record and its parameters; ``steps`` [list<struct>]: every intermediate call of the
+  strategy before the one that produced ``response`` (``name``, ``prompt``, ``response``,
+  ``tokens_in``, ``tokens_out``, ``cached``, ``finish_reason``; empty for one-call strategies).
 - ``sampling`` [string, JSON]: the sampling parameters of the request.
 - ``prompt_template_hash`` [string]: sha256 (first 16 hex) of the system prompt, template and few-shot.
 - ``sample_index`` [int64]: which sample of this prompt (0-based); the cache key includes it.
@@ -45,9 +54,14 @@ RECORD_FIELDS: tuple[str, ...] = (
     "seed_source",
     "seed",
     "messages",
+    "prompt",
+    "completion",
     "response",
     "teacher",
     "backend",
+    "strategy",
+    "strategy_params",
+    "steps",
     "sampling",
     "prompt_template_hash",
     "sample_index",
@@ -68,6 +82,17 @@ MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 VERDICT_TYPE = pa.struct(
     [("stage", pa.string()), ("name", pa.string()), ("passed", pa.bool_()), ("detail", pa.string())]
 )
+STEP_TYPE = pa.struct(
+    [
+        ("name", pa.string()),
+        ("prompt", pa.list_(MESSAGE_TYPE)),
+        ("response", pa.string()),
+        ("tokens_in", pa.int64()),
+        ("tokens_out", pa.int64()),
+        ("cached", pa.bool_()),
+        ("finish_reason", pa.string()),
+    ]
+)
 
 # Arrow types of every field but ``seed`` (whose struct type is inferred from the seeds).
 FIXED_TYPES: dict[str, pa.DataType] = {
@@ -76,9 +101,14 @@ FIXED_TYPES: dict[str, pa.DataType] = {
     "seed_index": pa.int64(),
     "seed_source": pa.string(),
     "messages": pa.list_(MESSAGE_TYPE),
+    "prompt": pa.list_(MESSAGE_TYPE),
+    "completion": pa.list_(MESSAGE_TYPE),
     "response": pa.string(),
     "teacher": pa.string(),
     "backend": pa.string(),
+    "strategy": pa.string(),
+    "strategy_params": pa.string(),
+    "steps": pa.list_(STEP_TYPE),
     "sampling": pa.string(),
     "prompt_template_hash": pa.string(),
     "sample_index": pa.int64(),
@@ -104,6 +134,10 @@ def utc_now() -> str:
 def new_record(**fields: Any) -> dict[str, Any]:
     """A record with every key of :data:`RECORD_FIELDS`, defaults filled, ``fields`` applied.
 
+    ``messages`` and ``completion`` follow from ``prompt`` and ``response`` (see
+    :func:`conversation`) unless given. Fields a strategy adds (its ``outputs``) are set on
+    the dict afterwards.
+
     Raises:
         KeyError: a key of ``fields`` is not a record field.
     """
@@ -117,9 +151,14 @@ def new_record(**fields: Any) -> dict[str, Any]:
         "seed_source": None,
         "seed": {},
         "messages": [],
+        "prompt": [],
+        "completion": [],
         "response": None,
         "teacher": None,
         "backend": None,
+        "strategy": None,
+        "strategy_params": None,
+        "steps": [],
         "sampling": None,
         "prompt_template_hash": None,
         "sample_index": None,
@@ -136,7 +175,16 @@ def new_record(**fields: Any) -> dict[str, Any]:
         "created_at": utc_now(),
     }
     record.update(fields)
+    if "messages" not in fields and "completion" not in fields:
+        record["completion"], record["messages"] = conversation(record["prompt"], record["response"])
     return record
+
+
+def conversation(prompt: list[dict[str, str]], response: str | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """``(completion, messages)`` of a prompt and its response: the assistant turn
+    (``[]`` when ``response`` is ``None``) and the whole conversation."""
+    completion = [] if response is None else [{"role": "assistant", "content": response}]
+    return completion, [*prompt, *completion]
 
 
 def add_verdict(record: dict[str, Any], stage: str, name: str, passed: bool, detail: dict | None = None) -> None:
@@ -161,12 +209,12 @@ def verdict_detail(verdict: dict[str, Any]) -> dict[str, Any]:
 
 
 def prompt_text(record: dict[str, Any]) -> str:
-    """The content of the last user message of ``record["messages"]`` ("" when none).
+    """The content of the last user message of ``record["prompt"]`` ("" when none).
 
-    In curate mode, where nothing is sent to a teacher, the messages are still built from
-    the prompt template, so this is the prompt the response answers.
+    In curate mode, where nothing is sent to a teacher, the prompt is still built from the
+    prompt template, so this is the prompt the response answers.
     """
-    for message in reversed(record.get("messages") or []):
+    for message in reversed(record.get("prompt") or []):
         if message.get("role") == "user":
             return message.get("content") or ""
     return ""
@@ -178,7 +226,8 @@ def record_text(record: dict[str, Any], fields: tuple[str, ...] | list[str] = ("
     Args:
         record: a pipeline record.
         fields: names among ``"prompt"`` (last user message), ``"response"``, ``"messages"``
-            (every message's content) and ``"seed.<field>"`` (a seed field).
+            (every message's content but the response's: system, few-shot and user turns) and
+            ``"seed.<field>"`` (a seed field).
 
     Raises:
         KeyError: an unknown field name, or a ``seed.<field>`` the seed lacks.
@@ -190,7 +239,7 @@ def record_text(record: dict[str, Any], fields: tuple[str, ...] | list[str] = ("
         elif name == "response":
             parts.append(record.get("response") or "")
         elif name == "messages":
-            parts.extend(m.get("content") or "" for m in record.get("messages") or [])
+            parts.extend(m.get("content") or "" for m in record.get("prompt") or [])
         elif name.startswith("seed."):
             key = name[5:]
             if key not in record["seed"]:

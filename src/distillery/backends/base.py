@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -46,16 +46,23 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One candidate to generate: sample ``sample_index`` of the prompt ``messages``."""
+    """One candidate to generate: sample ``sample_index`` of the prompt ``messages``.
+
+    ``step`` names the strategy step that asks (``critique``, ``revise``...); it enters the
+    cache key, so two steps that happen to send the same messages get their own responses
+    (``None``: a strategy's only or final call).
+    """
 
     messages: tuple[tuple[str, str], ...]
     sampling: SamplingParams
     sample_index: int = 0
+    step: str | None = None
 
     @classmethod
-    def make(cls, messages: list[dict[str, str]], sampling: SamplingParams, sample_index: int = 0) -> GenerationRequest:
+    def make(cls, messages: list[dict[str, str]], sampling: SamplingParams, sample_index: int = 0,
+             step: str | None = None) -> GenerationRequest:
         """Build from ``[{"role", "content"}]`` messages."""
-        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index)
+        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index, step)
 
     def message_dicts(self) -> list[dict[str, str]]:
         """The messages as ``[{"role", "content"}]``."""
@@ -72,7 +79,8 @@ class GenerationResult:
         tokens_in, tokens_out: prompt and completion tokens (from the server's usage).
         latency_s: seconds from sending to the full response (including retries).
         error_kind: on failure, ``"rate_limit"``, ``"timeout"``, ``"connection"``,
-            ``"server_error"``, ``"http_<status>"`` or ``"exception"``; else ``None``.
+            ``"server_error"``, ``"bad_response"`` (a body that is not a completion),
+            ``"http_<status>"`` or ``"exception"``; else ``None``.
         error: the failure's message.
         retries: retries spent on this request.
         cached: served from the response cache (no backend call).
@@ -88,6 +96,16 @@ class GenerationResult:
     retries: int = 0
     cached: bool = False
 
+    @property
+    def transient(self) -> bool:
+        """A failure that may not happen again (timeout, connection, 429, 408, 409, 5xx,
+        garbled body, an unexpected exception): it is retried on the next run, never recorded
+        as a verdict. Only HTTP 4xx answers about the request itself are permanent."""
+        kind = self.error_kind
+        if kind is None:
+            return False
+        return not kind.startswith("http_4") or kind in TRANSIENT_HTTP
+
     def to_json(self) -> str:
         """Serialise (for the cache)."""
         return json.dumps(asdict(self))
@@ -96,6 +114,10 @@ class GenerationResult:
     def from_json(cls, text: str) -> GenerationResult:
         """Inverse of :meth:`to_json`."""
         return cls(**json.loads(text))
+
+
+TRANSIENT_HTTP = frozenset({"http_408", "http_409", "http_425", "http_429"})
+"""4xx statuses that are worth retrying later (timeout, conflict, too early, rate limit)."""
 
 
 @dataclass
@@ -132,11 +154,29 @@ class Backend:
         self.model = model
         self.stats = BackendStats()
 
+    @classmethod
+    def from_config(cls, config: Any, base_dir: Any = None) -> Backend:
+        """Build from a ``teacher:``-shaped section (:class:`~distillery.backends.config.TeacherConfig`);
+        ``base_dir`` is the folder relative paths resolve against.
+
+        Raises:
+            distillery.errors.RecipeError: the section cannot be used by this backend.
+        """
+        raise NotImplementedError(f"{cls.__name__}.from_config")
+
     async def preflight(self) -> None:
         """Check the backend can serve ``model``; raise :class:`~distillery.errors.BackendError` if not."""
 
-    def stream(self, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationResult]]:
+    def stream(
+        self,
+        requests: list[GenerationRequest],
+        on_receive: Callable[[int, GenerationResult], None] | None = None,
+    ) -> AsyncIterator[tuple[int, GenerationResult]]:
         """Generate ``requests``; yield ``(position in requests, result)`` as each completes.
+
+        ``on_receive(position, result)`` is called the moment a result exists, before it is
+        yielded and before anything else is done with it (the response cache stores it there,
+        so a process killed between receipt and use never pays for it again).
 
         Never raises for a failed request: the result carries ``error_kind``.
         """
@@ -146,20 +186,19 @@ class Backend:
         """Release connections or the model."""
 
     def cache_key(self, request: GenerationRequest) -> str:
-        """sha256 over (backend kind, model, messages, sampling parameters, sample index).
+        """sha256 over (backend kind, model, messages, sampling parameters, sample index, step).
 
         The key is built from values only (no object identities or file paths), so it is
         stable across processes, machines and recipe locations.
         """
-        blob = json.dumps(
-            {
-                "backend": self.kind,
-                "model": self.model,
-                "messages": [list(m) for m in request.messages],
-                "sampling": request.sampling.to_dict(),
-                "sample_index": request.sample_index,
-            },
-            sort_keys=True,
-            ensure_ascii=False,
-        )
+        key: dict[str, Any] = {
+            "backend": self.kind,
+            "model": self.model,
+            "messages": [list(m) for m in request.messages],
+            "sampling": request.sampling.to_dict(),
+            "sample_index": request.sample_index,
+        }
+        if request.step is not None:
+            key["step"] = request.step
+        blob = json.dumps(key, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,71 +1,112 @@
-"""The response cache: SQLite, one row per response, committed as each arrives.
+"""The response cache: SQLite, one row per response, written the moment it is received.
 
 Keyed by :meth:`Backend.cache_key` (backend, model, messages, sampling parameters, sample
-index), so re-running a recipe, or resuming after a crash, never pays for a response twice.
-Failed requests are not cached (they are retried on the next run); empty or truncated
+index, step), so re-running a recipe, or resuming after a crash, never pays for a response
+twice. Failed requests are not cached (they are retried on the next run); empty or truncated
 responses are (they are real answers of the model).
+
+Layout: a folder of :data:`SHARDS` SQLite files (``responses-0.sqlite`` ... ``responses-f.sqlite``),
+a key living in the file named by its first hex digit. Several processes (the Ray executor's
+workers) can write at once without one lock for all: each write takes only its shard's lock,
+for one short transaction, and a key's shard never depends on who wrote it, so any worker
+finds any response whatever batch or run produced it (see ``docs/architecture.md``). A path
+ending in ``.sqlite`` is one SQLite file instead (the layout before sharding).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult
 from distillery.records import utc_now
 
+SHARDS = 16
+"""SQLite files of a cache folder (keys are spread by their first hex digit)."""
+
+BUSY_TIMEOUT_MS = 60_000
+"""How long a write waits for another process's transaction on the same shard."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS responses ("
+        " key TEXT PRIMARY KEY, backend TEXT, model TEXT, result TEXT NOT NULL, created_at TEXT)"
+    )
+    return db
+
 
 class ResponseCache:
-    """A persistent map from request key to :class:`GenerationResult`.
+    """A persistent map from request key (64 hex digits) to :class:`GenerationResult`.
 
     Args:
-        path: the SQLite file (created with its parent folder if missing).
+        path: the cache folder (created if missing), or a ``.sqlite`` file.
 
-    Uses WAL journaling and commits after every write, so a SIGKILL loses at most the
-    response being written.
+    Uses WAL journaling and commits every write, so a SIGKILL loses at most the response being
+    written; a killed process's responses are all there for the next run.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses ("
-            " key TEXT PRIMARY KEY, backend TEXT, model TEXT, result TEXT NOT NULL, created_at TEXT)"
-        )
+        self.single = self.path.suffix == ".sqlite" or self.path.is_file()
+        if self.single:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._dbs: dict[int, sqlite3.Connection] = {}
         self.hits = 0
         self.misses = 0
 
+    def _shard(self, key: str) -> int:
+        return 0 if self.single else int(key[0], 16) % SHARDS
+
+    def _db(self, shard: int) -> sqlite3.Connection:
+        db = self._dbs.get(shard)
+        if db is None:
+            path = self.path if self.single else self.path / f"responses-{shard:x}.sqlite"
+            db = self._dbs[shard] = _connect(path)
+        return db
+
     def get_many(self, keys: list[str]) -> dict[str, GenerationResult]:
         """Cached results of ``keys`` (absent keys are left out)."""
+        by_shard: dict[int, list[str]] = {}
+        for key in keys:
+            by_shard.setdefault(self._shard(key), []).append(key)
         found: dict[str, GenerationResult] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, result in self._db.execute(f"SELECT key, result FROM responses WHERE key IN ({marks})", chunk):
-                found[key] = GenerationResult.from_json(result)
+        for shard, shard_keys in by_shard.items():
+            db = self._db(shard)
+            for start in range(0, len(shard_keys), 500):
+                chunk = shard_keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, result in db.execute(f"SELECT key, result FROM responses WHERE key IN ({marks})", chunk):
+                    found[key] = GenerationResult.from_json(result)
         return found
 
     def put(self, key: str, backend: str, model: str, result: GenerationResult) -> None:
-        """Store ``result`` under ``key`` (replacing any earlier one) and commit."""
-        self._db.execute(
+        """Store ``result`` under ``key`` (replacing any earlier one), committed at once."""
+        self._db(self._shard(key)).execute(
             "INSERT OR REPLACE INTO responses(key, backend, model, result, created_at) VALUES (?, ?, ?, ?, ?)",
             (key, backend, model, result.to_json(), utc_now()),
         )
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        shards = [0] if self.single else [s for s in range(SHARDS) if (self.path / f"responses-{s:x}.sqlite").exists()]
+        return sum(self._db(s).execute("SELECT COUNT(*) FROM responses").fetchone()[0] for s in shards)
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the databases."""
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
 
 
 class CachedBackend(Backend):
-    """Wraps a backend with a :class:`ResponseCache`: hits are served without a call.
+    """Wraps a backend with a :class:`ResponseCache`: hits are served without a call, and every
+    response is stored the moment the inner backend receives it.
 
     Args:
         inner: the backend that makes real calls.
@@ -86,7 +127,11 @@ class CachedBackend(Backend):
             await self.inner.preflight()
             self._preflighted = True
 
-    async def stream(self, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationResult]]:
+    async def stream(
+        self,
+        requests: list[GenerationRequest],
+        on_receive: Callable[[int, GenerationResult], None] | None = None,
+    ) -> AsyncIterator[tuple[int, GenerationResult]]:
         keys = [self.inner.cache_key(r) for r in requests]
         found = self.cache.get_many(keys)
         misses: list[int] = []
@@ -95,6 +140,8 @@ class CachedBackend(Backend):
                 self.cache.hits += 1
                 result = found[key]
                 result.cached = True
+                if on_receive is not None:
+                    on_receive(i, result)
                 yield i, result
             else:
                 misses.append(i)
@@ -102,11 +149,15 @@ class CachedBackend(Backend):
             return
         self.cache.misses += len(misses)
         await self.preflight()
-        async for j, result in self.inner.stream([requests[i] for i in misses]):
-            i = misses[j]
+
+        def store(j: int, result: GenerationResult) -> None:
             if result.error_kind is None:
-                self.cache.put(keys[i], self.inner.kind, self.inner.model, result)
-            yield i, result
+                self.cache.put(keys[misses[j]], self.inner.kind, self.inner.model, result)
+            if on_receive is not None:
+                on_receive(misses[j], result)
+
+        async for j, result in self.inner.stream([requests[i] for i in misses], on_receive=store):
+            yield misses[j], result
 
     async def aclose(self) -> None:
         await self.inner.aclose()

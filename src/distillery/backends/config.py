@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from distillery import registry
 from distillery.backends.base import Backend, SamplingParams
 from distillery.errors import RecipeError
 
@@ -41,26 +42,39 @@ class TeacherConfig(_Strict):
     """The model that writes candidates.
 
     Attributes:
-        backend: ``openai`` (any OpenAI-compatible server) or ``transformers`` (in-process).
+        backend: a registered backend: ``openai`` (any OpenAI-compatible server) or
+            ``transformers`` (in-process), or one a plugin adds.
         model: the server's model name, or a local folder / Hub name for ``transformers``;
             ``builtin:teacher`` / ``builtin:student`` name the models shipped with distillery.
         base_url: server URL, e.g. ``http://127.0.0.1:8000/v1`` (``openai`` backend).
         api_key_env: environment variable holding the API key (unset: no key).
         concurrency: requests in flight (``openai``); timeout_s: per request; max_retries: on 429/5xx/timeouts.
+        retry_budget_s: most seconds one request may spend, retries and backoff included, before
+            it fails transiently (it is retried on the next run, never recorded as a verdict).
         batch_size, device, dtype: ``transformers`` backend.
+        options: backend-specific options (for backends plugins add).
     """
 
-    backend: Literal["openai", "transformers"] = "openai"
+    backend: str = "openai"
     model: str
     base_url: str | None = None
     api_key_env: str | None = None
     concurrency: int = Field(16, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0)
+    retry_budget_s: float = Field(600.0, gt=0)
     batch_size: int = Field(16, ge=1)
     device: str = "auto"
     dtype: str = "auto"
     sampling: SamplingConfig = SamplingConfig()
+    options: dict[str, Any] = {}
+
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in registry.names("backend"):
+            raise ValueError(registry.unknown_message("backend", value))
+        return value
 
     def api_key(self) -> str | None:
         """The API key from :attr:`api_key_env`.
@@ -77,26 +91,10 @@ class TeacherConfig(_Strict):
 
 
 def build_backend(config: TeacherConfig, base_dir: str | Path | None = None) -> Backend:
-    """The (uncached) backend a teacher section names; ``builtin:`` models resolve to the shipped folders.
+    """The (uncached) backend a teacher section names: the registered backend class's
+    ``from_config(config, base_dir)``.
 
     Raises:
-        RecipeError: ``api_key_env`` names an unset variable.
+        RecipeError: an unknown backend, or ``api_key_env`` names an unset variable.
     """
-    from distillery.builtin.models import resolve_model
-
-    if config.backend == "openai":
-        from distillery.backends.openai_compat import OpenAIBackend
-
-        return OpenAIBackend(
-            config.model,
-            base_url=config.base_url,
-            api_key=config.api_key(),
-            concurrency=config.concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-        )
-    from distillery.backends.transformers_local import TransformersBackend
-
-    # the recipe's name (stable across machines) enters records and the cache key; the path is where it loads from
-    return TransformersBackend(config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
-                               path=resolve_model(config.model, base_dir))
+    return registry.get("backend", config.backend).from_config(config, base_dir)

@@ -1,10 +1,14 @@
 """Backend for any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp,
 Ollama, ``transformers serve``, OpenAI itself), through the official ``openai`` async client.
 
-Concurrency is bounded by a semaphore; each request has a timeout; 429, 5xx, timeouts and
-connection errors are retried with capped exponential backoff and full jitter (Brooker,
-"Exponential Backoff and Jitter", AWS Architecture Blog, 2015), honouring ``Retry-After``.
-The client's own retries are turned off so that every retry is counted here.
+Concurrency is bounded by a semaphore, held only while a request is on the wire (a request
+that backs off gives its slot to another); each request has a timeout; 429, 408, 409, 5xx,
+timeouts, connection errors and garbled bodies (not JSON, or JSON without ``choices``) are
+retried with capped exponential backoff and full jitter (Brooker, "Exponential Backoff and
+Jitter", AWS Architecture Blog, 2015), honouring ``Retry-After``, until ``max_retries`` or the
+request's ``retry_budget_s`` is spent; then the failure is returned as transient (the run
+leaves its batch unfinished for the next run). The client's own retries are turned off so
+that every retry is counted here.
 """
 
 from __future__ import annotations
@@ -12,21 +16,28 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import openai
 
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult
 from distillery.errors import BackendError
+from distillery.registry import register
 
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class BadResponse(Exception):
+    """A 200 answer whose body is not a chat completion."""
 
 
 def classify_error(exc: BaseException) -> tuple[str, bool]:
     """Map an exception from the ``openai`` client to ``(error_kind, retryable)``."""
     if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
         return "timeout", True
+    if isinstance(exc, BadResponse | openai.APIResponseValidationError):
+        return "bad_response", True
     if isinstance(exc, openai.APIConnectionError):
         return "connection", True
     if isinstance(exc, openai.RateLimitError):
@@ -55,6 +66,7 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+@register("backend", name="openai")
 class OpenAIBackend(Backend):
     """Chat completions against an OpenAI-compatible server.
 
@@ -65,6 +77,7 @@ class OpenAIBackend(Backend):
         concurrency: most requests in flight at once.
         timeout_s: per-request timeout, seconds.
         max_retries: retries of a retryable failure before giving up.
+        retry_budget_s: most seconds one request may take, retries and backoff included.
         backoff_base_s, backoff_cap_s: backoff schedule, seconds.
         extra_body: extra JSON fields sent with every request (server-specific options).
     """
@@ -79,6 +92,7 @@ class OpenAIBackend(Backend):
         concurrency: int = 16,
         timeout_s: float = 120.0,
         max_retries: int = 5,
+        retry_budget_s: float = 600.0,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 20.0,
         extra_body: dict[str, Any] | None = None,
@@ -91,11 +105,31 @@ class OpenAIBackend(Backend):
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.retry_budget_s = retry_budget_s
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.extra_body = extra_body or {}
         self._rng = random.Random(0)
         self._semaphore: asyncio.Semaphore | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, base_dir: Any = None) -> OpenAIBackend:
+        """From a ``teacher:`` section (``base_url``, ``api_key_env``, ``concurrency``,
+        ``timeout_s``, ``max_retries``, ``retry_budget_s``; ``options`` go into every request's body).
+
+        Raises:
+            distillery.errors.RecipeError: ``api_key_env`` names an unset variable.
+        """
+        return cls(
+            config.model,
+            base_url=config.base_url,
+            api_key=config.api_key(),
+            concurrency=config.concurrency,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            retry_budget_s=config.retry_budget_s,
+            extra_body=dict(config.options) or None,
+        )
 
     async def preflight(self) -> None:
         """Fail fast when the server is unreachable or does not know the model.
@@ -148,54 +182,78 @@ class OpenAIBackend(Backend):
             kwargs["stop"] = list(sampling.stop)
         start = time.perf_counter()
         retries = 0
-        async with self._semaphore:
-            while True:
+        while True:
+            async with self._semaphore:  # held while on the wire only, not while backing off
                 try:
                     self.stats.calls += 1
                     response = await asyncio.wait_for(
                         self.client.chat.completions.create(**kwargs, extra_body=self.extra_body),
                         timeout=self.timeout_s + 5,
                     )
-                    break
-                except (TimeoutError, openai.OpenAIError) as exc:
-                    kind, retryable = classify_error(exc)
-                    if not retryable or retries >= self.max_retries:
-                        self.stats.failures[kind] += 1
-                        return GenerationResult(
-                            text=None,
-                            latency_s=time.perf_counter() - start,
-                            error_kind=kind,
-                            error=f"{type(exc).__name__}: {str(exc)[:300]} (after {retries} retries)",
-                            retries=retries,
-                        )
-                    self.stats.retries[kind] += 1
-                    delay = _retry_after(exc)
-                    if delay is None:
-                        delay = backoff_delay(retries, self.backoff_base_s, self.backoff_cap_s, self._rng)
-                    retries += 1
-                    await asyncio.sleep(min(delay, self.backoff_cap_s))
-        choice = response.choices[0]
-        usage = response.usage
-        tokens_in = usage.prompt_tokens if usage else 0
-        tokens_out = usage.completion_tokens if usage else 0
-        self.stats.tokens_in += tokens_in or 0
-        self.stats.tokens_out += tokens_out or 0
+                    return self._result(response, start, retries)
+                except (TimeoutError, openai.OpenAIError, BadResponse) as exc:
+                    failure = exc
+            kind, retryable = classify_error(failure)
+            delay = _retry_after(failure)
+            if delay is None:
+                delay = backoff_delay(retries, self.backoff_base_s, self.backoff_cap_s, self._rng)
+            delay = min(delay, self.backoff_cap_s)
+            spent = time.perf_counter() - start
+            if not retryable or retries >= self.max_retries or spent + delay > self.retry_budget_s:
+                self.stats.failures[kind] += 1
+                why = f"after {retries} retries"
+                if retryable and retries < self.max_retries:
+                    why += f"; retry budget of {self.retry_budget_s:g} s spent"
+                return GenerationResult(
+                    text=None,
+                    latency_s=spent,
+                    error_kind=kind,
+                    error=f"{type(failure).__name__}: {str(failure)[:300]} ({why})",
+                    retries=retries,
+                )
+            self.stats.retries[kind] += 1
+            retries += 1
+            await asyncio.sleep(delay)
+
+    def _result(self, response: Any, start: float, retries: int) -> GenerationResult:
+        """The result of a 200 answer.
+
+        Raises:
+            BadResponse: the body is not a chat completion (no ``choices``, no message, text not a string).
+        """
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise BadResponse(f"the answer has no choices: {str(response)[:200]}")
+        message = getattr(choices[0], "message", None)
+        text = getattr(message, "content", None) if message is not None else None
+        if message is None or not isinstance(text, str | None):
+            raise BadResponse(f"the answer's first choice has no text message: {str(choices[0])[:200]}")
+        usage = getattr(response, "usage", None)
+        tokens_in = (getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
+        tokens_out = (getattr(usage, "completion_tokens", 0) or 0) if usage else 0
+        self.stats.tokens_in += tokens_in
+        self.stats.tokens_out += tokens_out
         return GenerationResult(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            tokens_in=tokens_in or 0,
-            tokens_out=tokens_out or 0,
+            text=text or "",
+            finish_reason=getattr(choices[0], "finish_reason", None),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
             latency_s=time.perf_counter() - start,
             retries=retries,
         )
 
-    async def stream(self, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationResult]]:
+    async def stream(self, requests: list[GenerationRequest],
+                     on_receive: Callable[[int, GenerationResult], None] | None = None,
+                     ) -> AsyncIterator[tuple[int, GenerationResult]]:
         async def run(i: int, request: GenerationRequest) -> tuple[int, GenerationResult]:
             try:
-                return i, await self._one(request)
+                result = await self._one(request)
             except Exception as exc:  # a bug or an unexpected payload: keep it as a failed result
                 self.stats.failures["exception"] += 1
-                return i, GenerationResult(text=None, error_kind="exception", error=f"{type(exc).__name__}: {exc}")
+                result = GenerationResult(text=None, error_kind="exception", error=f"{type(exc).__name__}: {exc}")
+            if on_receive is not None:
+                on_receive(i, result)  # at receipt, before anything else is done with it
+            return i, result
 
         tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(requests)]
         try:

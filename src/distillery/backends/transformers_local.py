@@ -11,11 +11,12 @@ import asyncio
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult, SamplingParams
 from distillery.errors import BackendError
+from distillery.registry import register
 
 
 def pick_device(device: str = "auto") -> str:
@@ -56,6 +57,7 @@ def load_model_and_tokenizer(model: str, device: str = "auto", dtype: str = "aut
     return lm, tokenizer
 
 
+@register("backend", name="transformers")
 class TransformersBackend(Backend):
     """A local ``transformers`` model as a teacher.
 
@@ -79,6 +81,16 @@ class TransformersBackend(Backend):
         self.batch_size = batch_size
         self._lm: Any = None
         self._tok: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any, base_dir: Any = None) -> TransformersBackend:
+        """From a ``teacher:`` section (``device``, ``dtype``, ``batch_size``); ``builtin:``
+        names and paths relative to ``base_dir`` resolve to folders, while the recipe's name
+        (stable across machines) enters records and cache keys."""
+        from distillery.builtin.models import resolve_model
+
+        return cls(config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
+                   path=resolve_model(config.model, base_dir))
 
     async def preflight(self) -> None:
         """Load the model (once).
@@ -145,7 +157,9 @@ class TransformersBackend(Backend):
         self.stats.tokens_out += sum(r.tokens_out for r in results)
         return results
 
-    async def stream(self, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationResult]]:
+    async def stream(self, requests: list[GenerationRequest],
+                     on_receive: Callable[[int, GenerationResult], None] | None = None,
+                     ) -> AsyncIterator[tuple[int, GenerationResult]]:
         await self.preflight()
         groups: dict[SamplingParams, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
@@ -162,6 +176,9 @@ class TransformersBackend(Backend):
                         GenerationResult(text=None, error_kind="exception", error=f"{type(e).__name__}: {e}")
                         for _ in chunk
                     ]
+                if on_receive is not None:  # the whole chunk at receipt, before any of it is used
+                    for i, result in zip(chunk, results, strict=True):
+                        on_receive(i, result)
                 for i, result in zip(chunk, results, strict=True):
                     yield i, result
 

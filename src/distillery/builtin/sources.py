@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from distillery.io.seeds import register_seed_source
+from distillery.registry import register
 
 
+@register("seed_source", name="arith")
 def arith_seeds(options: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Problems of the ``arith`` task as seed dicts (see the module docstring for options).
 
@@ -35,5 +36,3 @@ def arith_seeds(options: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for p in problems:
         yield p.to_dict()
 
-
-register_seed_source("arith", arith_seeds)

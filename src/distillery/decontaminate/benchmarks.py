@@ -12,8 +12,9 @@ repeat when an item has several texts). Built-in, shipped with the package (see
 - ``humaneval``: HumanEval (Chen et al., 2021), 164 items, ids = ``task_id``; text =
   prompt + canonical solution.
 
-Other modules add theirs with :func:`register_benchmark`; recipes may also name a file
-(:func:`read_benchmark_file`).
+Benchmarks live in the one registry (kind ``benchmark``): other modules and plugins add
+theirs with ``@register("benchmark", name="my_eval")`` on a loader, or
+:func:`register_benchmark`; recipes may also name a file (:func:`read_benchmark_file`).
 """
 
 from __future__ import annotations
@@ -26,61 +27,43 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from distillery import registry
 from distillery.errors import RecipeError
+from distillery.registry import register
 
 BenchmarkLoader = Callable[[], Iterable[tuple[str, str]]]
 """A callable returning ``(item_id, text)`` pairs."""
 
-_LOADERS: dict[str, BenchmarkLoader] = {}
-_version = 0
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 
 
 def register_benchmark(name: str, loader: BenchmarkLoader, *, replace: bool = False) -> None:
-    """Make ``loader`` available under ``name`` (in recipes: ``benchmarks: [<name>]``).
-
-    Registering the same loader again is a no-op.
+    """Make ``loader`` available under ``name`` (in recipes: ``benchmarks: [<name>]``);
+    the same as ``registry.add("benchmark", name, loader)``.
 
     Raises:
         ValueError: ``name`` is empty, or already names another loader and ``replace`` is false.
     """
-    if not name:
-        raise ValueError("benchmark name must not be empty")
-    global _version
-    if _LOADERS.get(name) is loader:
-        return
-    if name in _LOADERS and not replace:
-        raise ValueError(f"benchmark {name!r} is already registered (pass replace=True to replace it)")
-    _LOADERS[name] = loader
-    _version += 1
+    registry.add("benchmark", name, loader, replace=replace)
 
 
 def unregister_benchmark(name: str) -> None:
     """Remove ``name`` from the registry (no-op when absent)."""
-    global _version
-    if _LOADERS.pop(name, None) is not None:
-        _version += 1
+    registry.remove("benchmark", name)
 
 
 def registered_benchmarks() -> list[str]:
     """Names of the registered benchmarks, sorted."""
-    return sorted(_LOADERS)
-
-
-def registry_version() -> int:
-    """A counter bumped by every registration (lets caches of built indexes notice changes)."""
-    return _version
+    return registry.names("benchmark")
 
 
 def load_benchmark(name: str) -> list[tuple[str, str]]:
     """The ``(item_id, text)`` pairs of the registered benchmark ``name``.
 
     Raises:
-        KeyError: no benchmark of that name (the message lists the registered ones).
+        UnknownName: no benchmark of that name (the message lists the registered ones).
     """
-    if name not in _LOADERS:
-        raise KeyError(f"unknown benchmark {name!r}; registered: {', '.join(registered_benchmarks())}")
-    return [(str(item_id), text) for item_id, text in _LOADERS[name]()]
+    return [(str(item_id), text) for item_id, text in registry.get("benchmark", name)()]
 
 
 def packaged_rows(*parts: str) -> Iterator[dict[str, Any]]:
@@ -91,21 +74,25 @@ def packaged_rows(*parts: str) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
+@register("benchmark", name="gsm8k_test")
 def _gsm8k_test() -> Iterator[tuple[str, str]]:
     for row in packaged_rows("gsm8k", "test.jsonl.gz"):
         yield row["id"], row["question"] + "\n" + _CALCULATOR.sub("", row["answer"])
 
 
+@register("benchmark", name="math500")
 def _math500() -> Iterator[tuple[str, str]]:
     for row in packaged_rows("math500", "test.jsonl.gz"):
         yield row["unique_id"], row["problem"] + "\n" + row["solution"]
 
 
+@register("benchmark", name="humaneval")
 def _humaneval() -> Iterator[tuple[str, str]]:
     for row in packaged_rows("humaneval", "HumanEval.jsonl.gz"):
         yield row["task_id"], row["prompt"] + row["canonical_solution"]
 
 
+@register("benchmark", name="arith_test")
 def _arith_test() -> Iterator[tuple[str, str]]:
     # the built-in task's held-out questions (its gold programs are not searched: programs of
     # one template differ only in numbers and would match each other's 13-grams by shape)
@@ -114,11 +101,6 @@ def _arith_test() -> Iterator[tuple[str, str]]:
     for problem in test_set():
         yield problem.id, problem.question
 
-
-register_benchmark("gsm8k_test", _gsm8k_test)
-register_benchmark("math500", _math500)
-register_benchmark("humaneval", _humaneval)
-register_benchmark("arith_test", _arith_test)
 
 
 def read_benchmark_file(

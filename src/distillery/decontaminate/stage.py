@@ -24,17 +24,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from distillery.decontaminate.benchmarks import (
-    load_benchmark,
-    read_benchmark_file,
-    registered_benchmarks,
-    registry_version,
-)
+from distillery import registry
+from distillery.decontaminate.benchmarks import load_benchmark, read_benchmark_file
 from distillery.decontaminate.index import ContaminationIndex, Hit, Matches, NgramIndex, SubstringIndex
 from distillery.errors import RecipeError
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import record_text
+from distillery.registry import register
 
 MAX_DETAIL_HITS = 20
 """Hits kept in a verdict's detail (``hits_total`` gives the full count)."""
@@ -61,6 +58,7 @@ class BenchmarkFile(BaseModel):
     name: str | None = None
 
 
+@register("decontamination")
 class DecontaminationConfig(StageConfig):
     """Recipe entry of the decontamination stage.
 
@@ -100,13 +98,23 @@ class DecontaminationConfig(StageConfig):
                 )
         return value
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The text fields it reads."""
+        return tuple(self.fields)
+
+    @property
+    def stage_name(self) -> str:
+        """The stage's name: ``name`` if given, else ``decontaminate`` (one stage, whichever method)."""
+        return self.name or "decontaminate"
+
     def build(self, ctx: BuildContext | None = None) -> DecontaminationStage:
         """Build the benchmark index (cached in-process for built-in names) and the stage.
 
         Raises:
             RecipeError: an unknown benchmark name, or a benchmark file that is missing or unreadable.
         """
-        return DecontaminationStage(build_index(self, ctx or BuildContext()), self, name=self.name)
+        return DecontaminationStage(build_index(self, ctx or BuildContext()), self, name=self.stage_name)
 
     def new_index(self) -> ContaminationIndex:
         """An empty index of this entry's method and parameters."""
@@ -129,10 +137,8 @@ def build_index(config: DecontaminationConfig, ctx: BuildContext) -> Contaminati
         RecipeError: an unknown benchmark name, or a benchmark file that is missing or unreadable.
     """
     for entry in config.benchmarks:
-        if isinstance(entry, str) and entry not in registered_benchmarks():
-            raise RecipeError(
-                f"decontamination: unknown benchmark {entry!r}; registered: {', '.join(registered_benchmarks())}"
-            )
+        if isinstance(entry, str) and entry not in registry.names("benchmark"):
+            raise RecipeError(f"decontamination: {registry.unknown_message('benchmark', entry)}")
     only_names = all(isinstance(e, str) for e in config.benchmarks)
     key: tuple | None = None
     if only_names:
@@ -141,7 +147,7 @@ def build_index(config: DecontaminationConfig, ctx: BuildContext) -> Contaminati
             if config.type == "ngram"
             else (config.substring_length, config.substring_samples, config.seed)
         )
-        key = (config.type, params, tuple(config.benchmarks), registry_version())
+        key = (config.type, params, tuple(config.benchmarks), registry.version())
         if key in _INDEX_CACHE:
             return _INDEX_CACHE[key]
     index = config.new_index()
@@ -173,13 +179,12 @@ class DecontaminationStage(Stage):
     """
 
     kind = "decontaminate"
-    type_name = "decontaminate"
     cost = 3
 
     def __init__(
         self, index: ContaminationIndex, config: DecontaminationConfig, name: str | None = None
     ) -> None:
-        super().__init__(name)
+        super().__init__(name or config.stage_name)
         self.index = index
         self.fields = list(config.fields)
         self.min_hits = config.min_hits

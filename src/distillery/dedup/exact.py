@@ -14,6 +14,7 @@ from typing import Any, Literal
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import record_text
+from distillery.registry import register
 from distillery.text import normalize
 
 _SPACE = re.compile(r"\s+")
@@ -24,6 +25,7 @@ def text_hash(text: str) -> bytes:
     return hashlib.sha1(_SPACE.sub(" ", normalize(text)).strip().encode()).digest()
 
 
+@register("dedup")
 class ExactDedupConfig(StageConfig):
     """Recipe entry of exact deduplication.
 
@@ -34,6 +36,11 @@ class ExactDedupConfig(StageConfig):
     type: Literal["exact"] = "exact"
     fields: list[str] = ["prompt", "response"]
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The text fields it reads."""
+        return tuple(self.fields)
+
     def build(self, ctx: BuildContext) -> Stage:
         return ExactDedup(self)
 
@@ -42,12 +49,11 @@ class ExactDedup(Stage):
     """Rejects records whose normalised text equals that of an earlier kept record."""
 
     kind = "dedup"
-    type_name = "exact"
     cost = 1.0
     stateful = True
 
     def __init__(self, config: ExactDedupConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self._seen: dict[bytes, str] = {}
 

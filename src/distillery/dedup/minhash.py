@@ -21,8 +21,10 @@ from distillery.dedup.neardup import NearDuplicateIndex, Sketch
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import record_text
+from distillery.registry import register
 
 
+@register("dedup")
 class MinHashConfig(StageConfig):
     """Recipe entry of MinHash-LSH near-duplicate removal.
 
@@ -45,6 +47,11 @@ class MinHashConfig(StageConfig):
     fields: list[str] = ["prompt", "response"]
     verify_jaccard: bool = True
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The text fields it reads."""
+        return tuple(self.fields)
+
     def build(self, ctx: BuildContext) -> MinHashDedup:
         return MinHashDedup(self)
 
@@ -58,12 +65,11 @@ class MinHashDedup(Stage):
     """
 
     kind = "dedup"
-    type_name = "minhash"
     cost = 5.0
     stateful = True
 
     def __init__(self, config: MinHashConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self.index = NearDuplicateIndex(
             threshold=config.threshold,

@@ -50,10 +50,12 @@ from distillery.errors import RecipeError
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import record_text
+from distillery.registry import register
 
 _BLOCK = 1024  # rows of a similarity block (a block holds _BLOCK x columns float32 values)
 
 
+@register("dedup")
 class SemanticDedupConfig(StageConfig):
     """Recipe entry of semantic deduplication (SemDeDup, Abbas et al., 2023).
 
@@ -74,6 +76,11 @@ class SemanticDedupConfig(StageConfig):
     fields: list[str] = ["prompt", "response"]
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The text fields it reads."""
+        return tuple(self.fields)
 
     def build(self, ctx: BuildContext) -> SemanticDedup:
         try:
@@ -189,12 +196,11 @@ class SemanticDedup(Stage):
     """
 
     kind = "dedup"
-    type_name = "semantic"
     cost = 50.0
     stateful = True
 
     def __init__(self, config: SemanticDedupConfig, model: Any) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self.model = model
         self.index: SemanticIndex | None = None

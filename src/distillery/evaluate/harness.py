@@ -46,7 +46,7 @@ def _verify(task: Task, problems: list[EvalProblem], results: list[GenerationRes
     records = []
     for j, result in enumerate(results):
         p = problems[j // samples]
-        records.append(new_record(id=f"{p.id}#{j % samples}", seed=p.seed, messages=p.messages, response=result.text or ""))
+        records.append(new_record(id=f"{p.id}#{j % samples}", seed=p.seed, prompt=p.messages, response=result.text or ""))
     try:
         live = [r for r in records if r["response"]]
         stage.apply(live)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.experiments.common import distinct_n, save_plot, token_entropy, train_and_eval, write_result
+from distillery.registry import register
 
 
 def sample_programs(model: str, out: Path, problems: int, samples: int, seed: int,
@@ -120,7 +121,7 @@ def run(
         current = drawn
         for g in range(1, generations + 1):
             gdir = out / arm / f"gen{g}"
-            synthetic = [{"prompt": r["messages"], "completion": r["response"]} for r in current]
+            synthetic = [{"prompt": r["prompt"], "completion": r["response"]} for r in current]
             data = synthetic + (real if arm == "mix" else [])
             trained = train_and_eval(student, data, gdir / "model", steps=steps, seed=seed + g, eval_problems=eval_problems,
                                      threads=threads, lr=lr, difficulties=difficulties)
@@ -155,3 +156,11 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     axes[0].legend()
     fig.suptitle("collapse: training on own samples (replace) vs with real data mixed in (mix)", y=1.05)
     return save_plot(fig, path)
+
+
+@register("experiment", name="collapse")
+def experiment(out: str | Path, quick: bool = False) -> dict[str, Any]:
+    """``distillery experiment collapse``: :func:`run` with its defaults, or a smoke-test size."""
+    kw: dict[str, Any] = {"generations": 2, "real_examples": 16, "problems": 8, "samples": 2, "steps": 4,
+                          "eval_problems": 10} if quick else {}
+    return run(out, **kw)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.experiments.common import mean_std, save_plot, train_and_eval, write_result
+from distillery.registry import register
 
 
 def teacher_pool(out: Path, teacher: str, problems: int, samples: int, seed: int, *, temperature: float = 0.8,
@@ -106,7 +107,7 @@ def run(
     }
     gold_ids = rng.sample(sorted(gold_by_id), min(n, len(gold_by_id)))
     datasets["gold"] = [
-        {"messages": [{"role": "user", "content": gold_by_id[i].question}], "response": gold_by_id[i].program}
+        {"prompt": [{"role": "user", "content": gold_by_id[i].question}], "response": gold_by_id[i].program}
         for i in gold_ids
     ]
     result: dict[str, Any] = {
@@ -122,7 +123,7 @@ def run(
     before = evaluate(student, "arith", "test", eval_problems, batch_size=64, device="cpu", difficulties=difficulties)
     result["student_before"] = before["greedy"]["accuracy"]
     for name, records in datasets.items():
-        examples = [{"prompt": r["messages"], "completion": r["response"]} for r in records]
+        examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in records]
         correct = sum(r.get("accepted", True) for r in records) / len(records)
         runs = [
             train_and_eval(student, examples, out / f"{name}-seed{s}", steps=steps, seed=s,
@@ -165,3 +166,10 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     for i, (m, s) in enumerate(zip(means, stds, strict=True)):
         ax.text(i, m + s + 0.5, f"{m:.1f}±{s:.1f}", ha="center", fontsize=9)
     return save_plot(fig, path)
+
+
+@register("experiment", name="filter-lift")
+def experiment(out: str | Path, quick: bool = False) -> dict[str, Any]:
+    """``distillery experiment filter-lift``: :func:`run` with its defaults, or a smoke-test size."""
+    kw: dict[str, Any] = {"problems": 40, "size": 20, "seeds": (0, 1), "steps": 4, "eval_problems": 10} if quick else {}
+    return run(out, **kw)

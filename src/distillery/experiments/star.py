@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.experiments.common import save_plot, write_result
+from distillery.registry import register
 from distillery.train.improve import ImproveConfig, improve
 
 DEFAULT_CONFIG = ImproveConfig(rounds=3, problems=800, samples=4, restart="previous", steps=100, lr=5e-4,
@@ -63,3 +64,11 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
     ax2.set_ylabel("accept rate of samples (%)")
     fig.suptitle("star: verified self-training of the student")
     return save_plot(fig, path)
+
+
+@register("experiment", name="star")
+def experiment(out: str | Path, quick: bool = False) -> dict[str, Any]:
+    """``distillery experiment star``: :func:`run` with :data:`DEFAULT_CONFIG`, or a smoke-test size."""
+    cfg = ImproveConfig(rounds=1, problems=16, samples=2, steps=4, eval_problems=10, embedding_model=None,
+                        difficulties=(1, 2)) if quick else None
+    return run(out, cfg)

@@ -12,7 +12,7 @@ Each completion is checked by the configured verifier (any verifier a recipe may
 built from its config, e.g. ``{type: python_program, reference: answer}``); the pass rate is
 ``passes / completions`` over the completions that came back (failed requests are left out).
 A prompt is measured once per run: the rate is kept in memory by ``seed_id``, and every
-completion goes through the response cache (``<run_dir>/<name>-cache.sqlite``), so a re-run
+completion goes through the response cache (``<run_dir>/<name>-cache/``), so a re-run
 or resume re-measures without calls.
 
 Reasons: ``too_easy: pass rate 1.00 > 0.9``, ``too_hard: pass rate 0.00 < 0.1``,
@@ -32,6 +32,7 @@ from distillery.backends.base import GenerationRequest
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage, reason_category
 from distillery.records import new_record, prompt_text
+from distillery.registry import config_field, register
 from distillery.verify.model_section import StageBackend, model_section, run_sync
 
 
@@ -39,32 +40,7 @@ def _default_model() -> Any:
     return model_section({"backend": "transformers", "model": "builtin:student"})
 
 
-def verifier_section(value: Any) -> StageConfig:
-    """Validate a verifier config given as a mapping (``{type: math_answer, reference: answer}``)
-    against the verifiers a recipe may list (``distillery.pipeline.registry.VERIFIERS``).
-
-    Raises:
-        ValueError: unknown ``type`` or a bad option, named by its path inside ``verifier``.
-    """
-    from pydantic import TypeAdapter, ValidationError
-
-    from distillery.pipeline.registry import VERIFIERS, config_union, type_names
-
-    if isinstance(value, StageConfig):
-        return value
-    if not isinstance(value, dict) or "type" not in value:
-        raise ValueError(f"verifier: expected a mapping with a type, one of {type_names(VERIFIERS)}")
-    try:
-        return TypeAdapter(config_union(VERIFIERS)).validate_python(value)
-    except ValidationError as e:
-        names = set(type_names(VERIFIERS))
-        problems = "; ".join(
-            ".".join(["verifier", *(str(p) for p in err["loc"] if p not in names)]) + f": {err['msg']}"
-            for err in e.errors()
-        )
-        raise ValueError(problems) from None
-
-
+@register("filter")
 class DifficultyConfig(StageConfig):
     """Recipe entry of the difficulty band.
 
@@ -74,12 +50,12 @@ class DifficultyConfig(StageConfig):
         verifier: the verifier that checks its completions (a verifier entry of a recipe).
         n: completions sampled per prompt.
         low, high: the band of pass rates kept (inclusive).
-        cache: response cache file (default ``<run_dir>/<name>-cache.sqlite``, none outside a run).
+        cache: response cache folder, or a ``.sqlite`` file (default ``<run_dir>/<name>-cache/``, none outside a run).
     """
 
     type: Literal["difficulty"] = "difficulty"
     model: Any = Field(default_factory=_default_model)
-    verifier: Any
+    verifier: config_field("verifier")  # type: ignore[valid-type]
     n: int = Field(8, ge=1)
     low: float = Field(0.1, ge=0, le=1)
     high: float = Field(0.9, ge=0, le=1)
@@ -90,22 +66,22 @@ class DifficultyConfig(StageConfig):
     def _model(cls, value: Any) -> Any:
         return model_section(value)
 
-    @field_validator("verifier", mode="before")
-    @classmethod
-    def _verifier(cls, value: Any) -> Any:
-        return verifier_section(value)
-
     @model_validator(mode="after")
     def _band(self) -> DifficultyConfig:
         if self.low > self.high:
             raise ValueError(f"low {self.low} > high {self.high}")
         return self
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """``prompt`` and what its verifier reads."""
+        return ("prompt", *self.verifier.inputs)
+
     def build(self, ctx: BuildContext) -> Stage:
         if self.cache:
             cache: Path | None = Path(ctx.resolve(self.cache))
         elif ctx.run_dir is not None:
-            cache = Path(ctx.run_dir) / f"{self.name or DifficultyFilter.type_name}-cache.sqlite"
+            cache = Path(ctx.run_dir) / f"{self.stage_name}-cache"
         else:
             cache = None
         return DifficultyFilter(self, StageBackend(self.model, ctx.base_dir, cache), self.verifier.build(ctx))
@@ -121,6 +97,7 @@ class Measurement:
     failed: int = 0
     reasons: Counter = field(default_factory=Counter)
     error: str | None = None
+    transient: bool = False
 
     @property
     def pass_rate(self) -> float:
@@ -142,17 +119,16 @@ class DifficultyFilter(Stage):
     """
 
     kind = "filter"
-    type_name = "difficulty"
     cost = 2000.0
 
     def __init__(self, config: DifficultyConfig, backend: StageBackend, verifier: Stage) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self.backend = backend
         self.verifier = verifier
-        self.required_seed_fields = tuple(getattr(verifier, "required_seed_fields", ()))
         self.sampling = config.model.sampling.params()
         self.measured: dict[Any, Measurement] = {}
+        self._undecided: dict[Any, Measurement] = {}  # measured with transient failures, this batch only
 
     @staticmethod
     def _prompt_key(record: dict[str, Any]) -> Any:
@@ -168,7 +144,7 @@ class DifficultyFilter(Stage):
         if not todo:
             return
         plan = [(key, k) for key in todo for k in range(self.config.n)]
-        requests = [GenerationRequest.make(todo[key]["messages"], self.sampling, k) for key, k in plan]
+        requests = [GenerationRequest.make(todo[key]["prompt"], self.sampling, k) for key, k in plan]
         results = await self.backend.generate(requests)
         samples: list[dict[str, Any]] = []
         owners: list[Any] = []
@@ -178,6 +154,7 @@ class DifficultyFilter(Stage):
             if result.error_kind is not None or result.text is None:
                 m.failed += 1
                 m.error = m.error or f"{result.error_kind}: {str(result.error)[:200]}"
+                m.transient = m.transient or result.transient
                 continue
             source = todo[key]
             samples.append(
@@ -185,7 +162,7 @@ class DifficultyFilter(Stage):
                     id=f"{source.get('id')}~{self.name}#{k}",
                     seed_id=source.get("seed_id"),
                     seed=source.get("seed") or {},
-                    messages=source.get("messages") or [],
+                    prompt=source.get("prompt") or [],
                     response=result.text,
                     finish_reason=result.finish_reason,
                     sample_index=k,
@@ -201,19 +178,27 @@ class DifficultyFilter(Stage):
             else:
                 m.reasons[reason_category(check.reason)] += 1
         for key in todo:
-            self.measured[key] = found[key]
+            if not found[key].transient:  # a rate from fewer samples than asked is measured again next run
+                self.measured[key] = found[key]
+            else:
+                self._undecided[key] = found[key]
 
     def check_batch(self, records: list[dict[str, Any]]) -> list[Check]:
         """Synchronous form (runs its own event loop); the runner uses :meth:`check_batch_async`."""
         return run_sync(self.check_batch_async(records))
 
     async def check_batch_async(self, records: list[dict[str, Any]]) -> list[Check]:
+        self._undecided.clear()
         before = {self._prompt_key(r) for r in records} & set(self.measured)
         await self.measure(records)
         return [self._judge(r, self._prompt_key(r) in before) for r in records]
 
     def _judge(self, record: dict[str, Any], measured_before: bool) -> Check:
-        m = self.measured[self._prompt_key(record)]
+        key = self._prompt_key(record)
+        if key in self._undecided:
+            m = self._undecided[key]
+            return Check(False, f"student_error: {m.failed} of {self.config.n} samples failed ({m.error})", transient=True)
+        m = self.measured[key]
         lo, hi = self.config.low, self.config.high
         detail = {
             "pass_rate": round(m.pass_rate, 4),

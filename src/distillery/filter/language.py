@@ -31,6 +31,7 @@ from pydantic import Field, field_validator
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import record_text
+from distillery.registry import register
 
 #: Candidate languages used when the recipe names none (ISO 639-1), besides the allowed ones.
 DEFAULT_CANDIDATES: tuple[str, ...] = (
@@ -102,6 +103,7 @@ def _iso(code: str) -> str:
     return code
 
 
+@register("filter")
 class LanguageConfig(StageConfig):
     """Recipe entry of the language filter.
 
@@ -138,6 +140,11 @@ class LanguageConfig(StageConfig):
     def _candidate_codes(cls, value: list[str] | str) -> list[str] | str:
         return value if value == "all" else [_iso(c) for c in value]
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The text fields it reads."""
+        return tuple(self.fields)
+
     def build(self, ctx: BuildContext) -> Stage:
         return LanguageFilter(self)
 
@@ -151,18 +158,16 @@ class LanguageFilter(Stage):
     """
 
     kind = "filter"
-    type_name = "language"
     cost = 5.0
 
     def __init__(self, config: LanguageConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self.allowed = set(config.languages)
         if config.candidates == "all":
             self.candidates: tuple[str, ...] | None = None
         else:
             self.candidates = tuple(sorted(set(config.candidates) | self.allowed))
-        self.required_seed_fields = tuple(f[5:] for f in config.fields if f.startswith("seed."))
 
     def _text(self, record: dict[str, Any]) -> str:
         text = record_text(record, self.config.fields)

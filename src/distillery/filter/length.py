@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
+from distillery.registry import register
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -16,6 +17,7 @@ def approx_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+@register("filter")
 class LengthConfig(StageConfig):
     """Recipe entry of the length band.
 
@@ -39,11 +41,10 @@ class LengthFilter(Stage):
     """Rejects responses outside ``[min, max]`` tokens or characters, naming the bound broken."""
 
     kind = "filter"
-    type_name = "length"
     cost = 0.5
 
     def __init__(self, config: LengthConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
 
     def check(self, record: dict[str, Any]) -> Check:

@@ -34,8 +34,10 @@ from pydantic import Field, model_validator
 
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
+from distillery.registry import register
 
 
+@register("filter")
 class PerplexityConfig(StageConfig):
     """Recipe entry of the perplexity band.
 
@@ -124,11 +126,10 @@ class PerplexityFilter(Stage):
     """
 
     kind = "filter"
-    type_name = "perplexity"
     cost = 300.0
 
     def __init__(self, config: PerplexityConfig, base_dir: Any = None) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self.base_dir = base_dir
         self._lm: Any = None
@@ -149,7 +150,7 @@ class PerplexityFilter(Stage):
 
     def _context(self, record: dict[str, Any]) -> list[int]:
         tok = self._tok
-        messages = list(record.get("messages") or [])
+        messages = list(record.get("prompt") or [])
         if self.config.condition_on_prompt and messages:
             if getattr(tok, "chat_template", None):
                 text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
+from distillery.registry import register
 from distillery.text import word_ngrams, words
 
 
@@ -24,6 +25,7 @@ def repeated_ngram_ratio(text: str, n: int) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+@register("filter")
 class RepetitionConfig(StageConfig):
     """Recipe entry of the repetition filter.
 
@@ -46,11 +48,10 @@ class RepetitionFilter(Stage):
     """Rejects responses whose repeated n-gram ratio exceeds ``max_ratio``."""
 
     kind = "filter"
-    type_name = "repetition"
     cost = 1.0
 
     def __init__(self, config: RepetitionConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
 
     def check(self, record: dict[str, Any]) -> Check:

@@ -52,15 +52,16 @@ def candidate_record(
     sample_index: int,
     result: GenerationResult,
 ) -> dict[str, Any]:
-    """A record for one generated candidate; failed, empty and truncated results are rejected
-    at stage ``generate`` with their reason (``<error_kind>: ...``, ``empty_response``, ``truncated``)."""
+    """A record for one generated candidate; failed (permanently: HTTP 4xx), refused, empty and
+    truncated results are rejected at stage ``generate`` with their reason (``<error_kind>: ...``,
+    ``content_filter``, ``empty_response``, ``truncated``)."""
     record = new_record(
         id=f"{item.seed_id}#{sample_index}",
         seed_id=item.seed_id,
         seed_index=item.row.index,
         seed_source=source,
         seed=item.row.data,
-        messages=item.messages,
+        prompt=item.messages,
         response=result.text,
         teacher=teacher,
         backend=backend,
@@ -76,6 +77,9 @@ def candidate_record(
     detail: dict[str, Any] = {"finish_reason": result.finish_reason, "retries": result.retries}
     if result.error_kind is not None:
         detail["reason"] = f"{result.error_kind}: {result.error}"
+        add_verdict(record, "generate", "generate", False, detail)
+    elif result.finish_reason == "content_filter":
+        detail["reason"] = "content_filter: the server withheld the response under its content policy"
         add_verdict(record, "generate", "generate", False, detail)
     elif not (result.text or "").strip():
         detail["reason"] = "empty_response: the teacher returned no text"
@@ -94,7 +98,7 @@ def curated_record(item: PromptItem, source: str, response: str | None, template
         seed_index=item.row.index,
         seed_source=source,
         seed=item.row.data,
-        messages=item.messages,
+        prompt=item.messages,
         response=None if response is None else str(response),
         teacher=None,
         backend="seed",

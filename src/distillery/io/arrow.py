@@ -72,20 +72,35 @@ def coerce(value: Any, typ: pa.DataType) -> Any:
     return value
 
 
-def records_to_table(records: list[dict[str, Any]], seed_type: pa.DataType | None = None) -> pa.Table:
-    """An Arrow table of ``records`` with the record schema; ``seed`` typed ``seed_type`` or inferred."""
+def record_schema(seed_type: pa.DataType, extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
+    """The Arrow schema of records: :data:`RECORD_FIELDS` (``seed`` typed ``seed_type``), then the
+    strategy's own fields ``extra`` (name -> type)."""
+    fields = [(n, seed_type if n == "seed" else FIXED_TYPES[n]) for n in RECORD_FIELDS]
+    return pa.schema(fields + list((extra or {}).items()))
+
+
+def records_to_table(
+    records: list[dict[str, Any]], seed_type: pa.DataType | None = None, extra: dict[str, pa.DataType] | None = None
+) -> pa.Table:
+    """An Arrow table of ``records`` with the record schema; ``seed`` typed ``seed_type`` or
+    inferred; ``extra``: further fields a strategy adds (name -> type).
+
+    Raises:
+        pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, OverflowError: a value does not fit its type.
+    """
     seeds = [r.get("seed") or {} for r in records]
     if seed_type is None:
         seed_type = infer_type(seeds) if seeds else pa.struct([])
         if pa.types.is_null(seed_type) or (pa.types.is_struct(seed_type) and seed_type.num_fields == 0):
             seed_type = EMPTY_SEED
+    schema = record_schema(seed_type, extra)
     columns = {}
-    for name in RECORD_FIELDS:
-        if name == "seed":
-            columns[name] = pa.array([coerce(s, seed_type) for s in seeds], type=seed_type)
+    for f in schema:
+        if f.name == "seed":
+            columns[f.name] = pa.array([coerce(s, seed_type) for s in seeds], type=seed_type)
         else:
-            columns[name] = pa.array([r.get(name) for r in records], type=FIXED_TYPES[name])
-    return pa.table(columns)
+            columns[f.name] = pa.array([r.get(f.name) for r in records], type=f.type)
+    return pa.table(columns, schema=schema)
 
 
 def table_to_records(table: pa.Table) -> list[dict[str, Any]]:

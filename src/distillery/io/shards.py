@@ -1,14 +1,19 @@
 """Checkpoint shards: the records of each finished seed batch, and the marker that says so.
 
-Batch ``k`` is done exactly when ``shards/batch-<k>.json`` exists. Its records are in
-``batch-<k>.accepted.parquet`` and ``batch-<k>.rejected.parquet``, written (atomically)
-before the marker. A crash between the two leaves shard files without a marker; they are
-rewritten when the batch is redone, so no record is ever counted twice.
+Batch ``k`` is done exactly when ``shards/batch-<k>.json`` exists. Its records (accepted and
+rejected, in the order the batch made them, before deduplication) are in
+``batch-<k>.parquet``, written atomically and read back before the marker is written. A
+crash between the two leaves a shard without a marker; it is rewritten when the batch is
+redone, so no record is ever counted twice.
+
+A record that cannot be stored (a seed nested deeper than Parquet reads back, an integer
+beyond 64 bits) is kept as a rejected record (``unwritable: ...``) whose seed is its JSON
+text, so a run directory never holds a shard that cannot be read back.
 """
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -18,11 +23,53 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillery.io.arrow import EMPTY_SEED, coerce, records_to_table, unify_types
+from distillery.io.arrow import EMPTY_SEED, records_to_table, unify_types
 from distillery.io.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
-from distillery.records import FIXED_TYPES, RECORD_FIELDS
+from distillery.records import add_verdict
 
 _MARKER = re.compile(r"batch-(\d+)\.json$")
+_RAW_CHARS = 100_000
+
+
+def _roundtrip(table: pa.Table) -> None:
+    """Write ``table`` to Parquet in memory and read it back (raises what a reader would)."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    sink.seek(0)
+    pq.read_table(sink)
+
+
+def _raw_text(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError, TypeError):
+        text = repr(value)
+    return text[:_RAW_CHARS]
+
+
+def storable(records: list[dict[str, Any]], extra: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """The table of ``records``, after making every record that cannot be stored and read back
+    a rejected ``unwritable`` record whose seed is ``{"_raw": <its JSON text>}`` (in place).
+
+    Raises:
+        pyarrow.ArrowException: the records cannot be stored even so (a bug, not bad data).
+    """
+    try:
+        table = records_to_table(records, extra=extra)
+        _roundtrip(table)
+        return table
+    except (pa.ArrowException, OverflowError, ValueError, RecursionError, OSError):
+        pass
+    for record in records:
+        try:
+            _roundtrip(records_to_table([record], extra=extra))
+        except (pa.ArrowException, OverflowError, ValueError, RecursionError, OSError) as e:
+            message = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            record["seed"] = {"_raw": _raw_text(record.get("seed"))}
+            add_verdict(record, "write", "write", False, {"reason": f"unwritable: {type(e).__name__}: {message}"})
+    table = records_to_table(records, extra=extra)
+    _roundtrip(table)
+    return table
 
 
 class ShardStore:
@@ -30,15 +77,20 @@ class ShardStore:
 
     Args:
         folder: the shards folder (created if missing).
+        extra: Arrow types of the fields the run's strategy adds to records.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, extra: dict[str, pa.DataType] | None = None) -> None:
         self.folder = Path(folder)
+        self.extra = dict(extra or {})
         self.folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.folder)
 
-    def _path(self, batch: int, part: str) -> Path:
-        return self.folder / f"batch-{batch:06d}.{part}"
+    def clean(self) -> int:
+        """Delete temporary files a killed writer left (only while no one writes); return how many."""
+        return remove_stale_temporaries(self.folder)
+
+    def _path(self, batch: int, suffix: str) -> Path:
+        return self.folder / f"batch-{batch:06d}.{suffix}"
 
     def done(self) -> dict[int, dict[str, Any]]:
         """Finished batches: index -> the marker's content."""
@@ -49,16 +101,15 @@ class ShardStore:
                 out[int(m.group(1))] = json.loads(p.read_text(encoding="utf-8"))
         return out
 
-    def write(self, batch: int, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]], marker: dict[str, Any]) -> None:
-        """Write a batch's records, then its marker (each file atomically)."""
-        for part, records in (("accepted", accepted), ("rejected", rejected)):
-            path = self._path(batch, f"{part}.parquet")
-            if records:
-                table = records_to_table(records)
-                with atomic_path(path) as tmp:
-                    pq.write_table(table, tmp)
-            else:
-                path.unlink(missing_ok=True)
+    def write(self, batch: int, records: list[dict[str, Any]], marker: dict[str, Any]) -> None:
+        """Write a batch's records (made storable, see :func:`storable`), then its marker
+        (each file atomically). ``marker["accepted"]`` / ``["rejected"]`` are set from the
+        records as stored."""
+        table = storable(records, self.extra)
+        with atomic_path(self._path(batch, "parquet")) as tmp:
+            pq.write_table(table, tmp)
+        marker["accepted"] = sum(r["accepted"] for r in records)
+        marker["rejected"] = len(records) - marker["accepted"]
         atomic_write_text(self._path(batch, "json"), json.dumps(marker, sort_keys=True))
 
     def clear(self) -> None:
@@ -66,58 +117,34 @@ class ShardStore:
         for p in self.folder.glob("batch-*"):
             p.unlink()
 
-    def paths(self, part: str) -> list[Path]:
-        """The ``part`` (accepted / rejected) shard files of finished batches, in batch order."""
-        return [p for b in sorted(self.done()) if (p := self._path(b, f"{part}.parquet")).exists()]
+    def path(self, batch: int) -> Path:
+        """The records file of ``batch``."""
+        return self._path(batch, "parquet")
 
-    def iter_records(self, part: str) -> Iterator[dict[str, Any]]:
-        """Records of every finished batch's ``part`` shard, in order, one shard in memory at a time."""
-        for path in self.paths(part):
-            yield from pq.read_table(path).to_pylist()
+    def paths(self) -> list[Path]:
+        """The records files of finished batches, in batch order."""
+        return [self._path(b, "parquet") for b in sorted(self.done())]
 
-    def seed_type(self, *parts: str) -> pa.DataType:
-        """The ``seed`` column type that fits every shard of ``parts`` (see :func:`unify_types`).
+    def read(self, batch: int) -> list[dict[str, Any]]:
+        """The records of a finished batch, in the order they were made."""
+        return pq.read_table(self._path(batch, "parquet")).to_pylist()
+
+    def iter_batches(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """``(batch, records)`` of every finished batch, in batch order, one in memory at a time."""
+        for b in sorted(self.done()):
+            yield b, self.read(b)
+
+    def seed_type(self) -> pa.DataType:
+        """The ``seed`` column type that fits every finished shard (see :func:`unify_types`).
 
         Shards without seed fields (or without rows) do not constrain it; :data:`EMPTY_SEED`
         when none has any.
         """
         seed_type: pa.DataType | None = None
-        for part in parts:
-            for path in self.paths(part):
-                meta = pq.read_metadata(path)
-                t = meta.schema.to_arrow_schema().field("seed").type
-                if meta.num_rows == 0 or t == EMPTY_SEED:
-                    continue
-                seed_type = t if seed_type is None else unify_types(seed_type, t)
+        for path in self.paths():
+            meta = pq.read_metadata(path)
+            t = meta.schema.to_arrow_schema().field("seed").type
+            if meta.num_rows == 0 or t == EMPTY_SEED:
+                continue
+            seed_type = t if seed_type is None else unify_types(seed_type, t)
         return seed_type or EMPTY_SEED
-
-    def merge(self, part: str, out: str | Path, jsonl: str | Path | None = None,
-              seed_type: pa.DataType | None = None) -> int:
-        """Concatenate the ``part`` shards into one Parquet file (and optionally JSONL).
-
-        Seed types are unified across shards (or ``seed_type`` is used, e.g. one shared by
-        the accepted and rejected files so they concatenate); memory holds one shard at a
-        time. Returns the number of records written. Both outputs are written atomically.
-        """
-        paths = self.paths(part)
-        seed_type = seed_type or self.seed_type(part)
-        schema = pa.schema([(n, seed_type if n == "seed" else FIXED_TYPES[n]) for n in RECORD_FIELDS])
-        count = 0
-        with contextlib.ExitStack() as stack:
-            tmp_parquet = stack.enter_context(atomic_path(out))
-            jfh = None
-            if jsonl:
-                jfh = stack.enter_context(open(stack.enter_context(atomic_path(jsonl)), "w", encoding="utf-8"))
-            writer = stack.enter_context(pq.ParquetWriter(tmp_parquet, schema))
-            for path in paths:
-                table = pq.read_table(path)
-                if table.schema.field("seed").type != seed_type:
-                    seeds = [coerce(s, seed_type) for s in table.column("seed").to_pylist()]
-                    idx = table.schema.get_field_index("seed")
-                    table = table.set_column(idx, "seed", pa.array(seeds, type=seed_type))
-                writer.write_table(table.select(list(RECORD_FIELDS)).cast(schema))
-                count += table.num_rows
-                if jfh:
-                    for rec in table.to_pylist():
-                        jfh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-        return count

@@ -1,16 +1,19 @@
 """The base of every stage's recipe entry.
 
-Each stage module defines a pydantic config class next to its stage, e.g.::
+Each stage module defines a pydantic config class next to its stage and registers it under
+its kind, e.g.::
 
+    @register("filter")
     class LengthConfig(StageConfig):
-        type: Literal["length"] = "length"
+        type: Literal["length"] = "length"     # the stage's name, written once
         min_chars: int = 0
 
         def build(self, ctx: BuildContext) -> Stage:
             return LengthFilter(self)
 
-The recipe gathers these classes into a discriminated union on ``type``, so an unknown
-key or a wrong type in a recipe is rejected with its path before any work starts.
+A recipe validates each entry against the classes registered for its section when it is
+validated (:func:`distillery.registry.config_field`), so an unknown key or a wrong type is
+rejected with its path before any work starts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,22 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """What the stage reads besides ``response``: record fields (``prompt``, ``messages``,
+        or a field a strategy adds) and seed fields as ``seed.<field>``.
+
+        The runner checks them before any work: a seed without a ``seed.<field>`` is a bad row
+        naming the field; a record field no strategy makes is a recipe error (the distilabel
+        ``inputs`` pattern). Default: none.
+        """
+        return ()
+
+    @property
+    def stage_name(self) -> str:
+        """The stage's name in verdicts and the report: ``name`` if given, else ``type``."""
+        return self.name or str(getattr(self, "type", type(self).__name__))
 
     def build(self, ctx: BuildContext) -> Stage:
         """Construct the stage this entry describes.

@@ -40,16 +40,21 @@ class Check:
             counted in the report. Ignored when ``passed``.
         detail: JSON-serialisable facts worth keeping on the record (extracted answers,
             matched ids, scores), stored in the verdict.
+        transient: the stage could not decide because a request failed transiently (a judge's
+            server timed out): no verdict is final; the batch is left for the next run.
     """
 
     passed: bool
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    transient: bool = False
 
 
 @dataclass
 class StageStats:
-    """Counters of one stage over a run: records in and out, seconds, failure reasons."""
+    """Counters of one stage over a run: records in and out, seconds, failure reasons, and
+    checks left undecided by transient failures (``transient``, by reason category; never
+    written: a batch with any is not finished)."""
 
     name: str
     kind: str
@@ -57,6 +62,7 @@ class StageStats:
     records_out: int = 0
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)
+    transient: Counter = field(default_factory=Counter)
 
     def merge(self, other: StageStats) -> None:
         """Add ``other``'s counts into these."""
@@ -102,19 +108,21 @@ class Stage:
     Subclasses set ``kind`` and implement :meth:`check` (or :meth:`check_batch`).
     ``cost`` is a relative per-record cost used to run cheap stages first
     (about: 1 = a regex over the text, 10 = a parse, 100 = a subprocess, 1000 = a model call).
+    What a stage reads beyond the response is declared by its config
+    (:attr:`~distillery.pipeline.config.StageConfig.inputs`) and checked before any work.
 
     Args:
-        name: the stage's name in verdicts and the report; defaults to the class's ``type_name``.
+        name: the stage's name in verdicts and the report (its config's
+            :attr:`~distillery.pipeline.config.StageConfig.stage_name`: ``name``, else ``type``).
     """
 
     kind: ClassVar[str] = "filter"
-    type_name: ClassVar[str] = "stage"
     cost: ClassVar[float] = 1.0
     stateful: ClassVar[bool] = False
     scope: ClassVar[str] = "record"  # or "prompt": needs all candidates of a prompt (see module doc)
 
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name or self.type_name
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.stats = StageStats(self.name, self.kind)
 
     # -- what a stage implements -------------------------------------------------------
@@ -170,6 +178,9 @@ class Stage:
             raise RuntimeError(f"stage {self.name}: {len(checks)} checks for {len(live)} records")
         survivors = []
         for record, check in zip(live, checks, strict=True):
+            if check.transient:  # undecided: the batch will be redone, this record is not judged
+                self.stats.transient[reason_category(check.reason)] += 1
+                continue
             detail = dict(check.detail)
             if not check.passed:
                 detail["reason"] = check.reason or self.name

@@ -1,4 +1,4 @@
-"""Finishing a run: merge shards into the dataset, compute the report, write the card."""
+"""Finishing a run: the report from the batch markers and the reduce, and the dataset card."""
 
 from __future__ import annotations
 
@@ -13,16 +13,19 @@ from rich.console import Console
 from rich.table import Table
 
 from distillery import __version__
+from distillery.generate.strategy import Strategy
 from distillery.io.atomic import atomic_write_text
-from distillery.io.shards import ShardStore
-from distillery.pipeline.stage import Stage, StageStats
+from distillery.pipeline.stage import StageStats
 from distillery.recipe import Recipe
 from distillery.records import utc_now
 from distillery.report.card import dataset_card
 
 
-def aggregate(markers: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Sum the per-batch markers of a run into run totals (stage stats merged by name, in order)."""
+def aggregate(markers: dict[int, dict[str, Any]], reduced: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sum the per-batch markers of a run into run totals (stage stats merged by name, in
+    order), then apply the reduce's: its stages come last, and its counts of accepted,
+    rejected and prompts with an accepted record replace the batches' (they are after
+    deduplication)."""
     totals: Counter = Counter()
     stages: dict[str, StageStats] = {}
     for _, m in sorted(markers.items()):
@@ -38,18 +41,29 @@ def aggregate(markers: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 stages[st.name].merge(st)
             else:
                 stages[st.name] = st
+    if reduced is not None:
+        for s in reduced["stages"]:
+            stages[s["name"]] = StageStats.from_dict(s)
+        for key in ("accepted", "rejected", "prompts_with_accepted"):
+            totals[key] = reduced[key]
     return {"totals": dict(totals), "stages": list(stages.values())}
 
 
-def build_report(recipe: Recipe, markers: dict[int, dict[str, Any]], session: dict[str, Any]) -> dict[str, Any]:
-    """The ``report.json`` content from the batch markers.
+def build_report(
+    recipe: Recipe,
+    strategy: Strategy,
+    markers: dict[int, dict[str, Any]],
+    reduced: dict[str, Any] | None,
+    session: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``report.json`` content from the batch markers and the reduce's counts.
 
     Keys: ``funnel`` (``[{stage, in, out}]``, seeds first, accepted last), ``accept_rate``
     (accepted / candidates), ``tokens``, ``wall_time_s`` (sum of batch times over all
     sessions), ``throughput``, ``failures`` (by kind), ``cost`` (from ``recipe.pricing``),
     ``cache``, ``stages`` (per stage: in, out, seconds, rejection reasons).
     """
-    agg = aggregate(markers)
+    agg = aggregate(markers, reduced)
     t = agg["totals"]
     stages: list[StageStats] = agg["stages"]
     funnel = []
@@ -72,8 +86,11 @@ def build_report(recipe: Recipe, markers: dict[int, dict[str, Any]], session: di
         "name": recipe.name,
         "recipe_hash": recipe.data_hash(),
         "distillery_version": __version__,
-        "mode": "curate" if recipe.curate else "generate",
-        "teacher": None if recipe.teacher is None else {"backend": recipe.teacher.backend, "model": recipe.teacher.model},
+        "mode": strategy.mode,
+        "strategy": strategy.name,
+        "executor": session.get("executor", "local"),
+        "teacher": None if recipe.teacher is None or not strategy.needs_teacher
+        else {"backend": recipe.teacher.backend, "model": recipe.teacher.model},
         "finished_at": utc_now(),
         "funnel": funnel,
         "seeds": t.get("seeds", 0),
@@ -144,9 +161,10 @@ def print_funnel(report: dict[str, Any], console: Console) -> None:
 LEXICAL_SAMPLE = 20_000
 
 
-def run_diversity(shards: ShardStore, recipe: Recipe) -> dict[str, Any] | None:
-    """Diversity metrics (:mod:`distillery.report.diversity`) of the accepted responses, or
-    ``None`` when ``report.diversity_sample`` is 0 or nothing was accepted.
+def run_diversity(accepted: Path, recipe: Recipe) -> dict[str, Any] | None:
+    """Diversity metrics (:mod:`distillery.report.diversity`) of the accepted responses in
+    ``accepted`` (a Parquet file), or ``None`` when ``report.diversity_sample`` is 0 or nothing
+    was accepted.
 
     Lexical metrics use a uniform reservoir sample of at most :data:`LEXICAL_SAMPLE` responses
     (Vitter, 1985, algorithm R; memory stays bounded), embedding metrics ``report.diversity_sample`` of them.
@@ -154,19 +172,22 @@ def run_diversity(shards: ShardStore, recipe: Recipe) -> dict[str, Any] | None:
     size = recipe.report.diversity_sample
     if not size:
         return None
+    import pyarrow.parquet as pq
+
     from distillery.report.diversity import diversity_metrics
 
     rng = random.Random(0)
     texts: list[str] = []
     seen = 0
-    for record in shards.iter_records("accepted"):
-        if not record.get("response"):
-            continue
-        seen += 1
-        if len(texts) < LEXICAL_SAMPLE:
-            texts.append(record["response"])
-        elif (j := rng.randrange(seen)) < LEXICAL_SAMPLE:
-            texts[j] = record["response"]
+    for batch in pq.ParquetFile(accepted).iter_batches(columns=["response"], batch_size=4096):
+        for response in batch.column(0).to_pylist():
+            if not response:
+                continue
+            seen += 1
+            if len(texts) < LEXICAL_SAMPLE:
+                texts.append(response)
+            elif (j := rng.randrange(seen)) < LEXICAL_SAMPLE:
+                texts[j] = response
     if not texts:
         return None
     metrics = diversity_metrics(texts, sample=size, seed=0, embed_model=recipe.report.embedding_model)
@@ -175,25 +196,30 @@ def run_diversity(shards: ShardStore, recipe: Recipe) -> dict[str, Any] | None:
 
 
 def finalize_run(
-    run_dir: Path, recipe: Recipe, shards: ShardStore, stages: list[Stage], session: dict[str, Any], console: Console
+    run_dir: Path,
+    recipe: Recipe,
+    strategy: Strategy,
+    markers: dict[int, dict[str, Any]],
+    reduced: dict[str, Any],
+    session: dict[str, Any],
+    console: Console,
 ) -> dict[str, Any]:
-    """Write ``accepted.parquet``, ``rejected.parquet`` (and ``.jsonl`` on request),
-    ``report.json`` and the dataset card ``README.md``; print the funnel; return the report."""
+    """Write ``report.json`` and the dataset card ``README.md`` of a run whose dataset the
+    reduce has written; print the funnel; return the report.
+
+    Raises:
+        RuntimeError: the reduce's counts disagree with the batches' (a bug).
+    """
     started = time.perf_counter()
-    jsonl = recipe.output.jsonl
-    seed_type = shards.seed_type("accepted", "rejected")
-    n_acc = shards.merge("accepted", run_dir / "accepted.parquet", run_dir / "accepted.jsonl" if jsonl else None,
-                         seed_type=seed_type)
-    n_rej = shards.merge("rejected", run_dir / "rejected.parquet", run_dir / "rejected.jsonl" if jsonl else None,
-                         seed_type=seed_type)
-    markers = shards.done()
-    report = build_report(recipe, markers, session)
-    if report["accepted"] != n_acc or report["rejected"] != n_rej:
-        raise RuntimeError(f"shard counts disagree with markers: {n_acc}/{n_rej} vs {report['accepted']}/{report['rejected']}")
-    report["diversity"] = run_diversity(shards, recipe)
+    report = build_report(recipe, strategy, markers, reduced, session)
+    before_dedup = sum(m["accepted"] for m in markers.values()) + sum(m["rejected"] for m in markers.values())
+    if reduced["accepted"] + reduced["rejected"] != before_dedup:
+        raise RuntimeError(f"the dataset holds {reduced['accepted']} + {reduced['rejected']} records, the batches {before_dedup}")
+    report["diversity"] = run_diversity(run_dir / "accepted.parquet", recipe)
     report["finalize_s"] = round(time.perf_counter() - started, 3)
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=False))
-    atomic_write_text(run_dir / "README.md", dataset_card(recipe, report))
+    atomic_write_text(run_dir / "README.md", dataset_card(recipe, report, strategy))
     print_funnel(report, console)
-    console.print(f"wrote {run_dir}/accepted.parquet ({n_acc}), rejected.parquet ({n_rej}), report.json, README.md")
+    console.print(f"wrote {run_dir}/accepted.parquet ({reduced['accepted']}), rejected.parquet ({reduced['rejected']}), "
+                  "report.json, README.md")
     return report

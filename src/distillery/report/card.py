@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from distillery.generate.strategy import Strategy
 from distillery.recipe import Recipe
 from distillery.report.diversity import diversity_markdown
 
@@ -19,11 +20,11 @@ def _size_category(n: int) -> str:
     return "n>1M"
 
 
-def dataset_card(recipe: Recipe, report: dict[str, Any]) -> str:
-    """Markdown text of the dataset card for a finished run."""
+def dataset_card(recipe: Recipe, report: dict[str, Any], strategy: Strategy) -> str:
+    """Markdown text of the dataset card for a finished run made by ``strategy``."""
     meta = {
         "pretty_name": recipe.name,
-        "tags": ["synthetic", "distillery", "curate" if recipe.curate else "rejection-sampling"],
+        "tags": ["synthetic", "distillery", strategy.name.replace("_", "-")],
         "task_categories": ["text-generation"],
         "language": ["en"],
         "size_categories": [_size_category(report["accepted"])],
@@ -50,17 +51,12 @@ def dataset_card(recipe: Recipe, report: dict[str, Any]) -> str:
         f"- **Seeds**: `{s.path}`" + (f" (limit {s.limit})" if s.limit else "") + (f", shuffled with seed {s.shuffle_seed}" if s.shuffle_seed is not None else "")
         + f": {report['seeds']} rows.",
     ]
-    if recipe.curate:
-        lines.append(f"- **Mode**: curate: responses come from the seeds (`{recipe.response_template()}`); no model was called.")
-    else:
-        assert t is not None
-        g = recipe.generation
-        lines += [
-            f"- **Teacher**: `{t.model}` through the `{t.backend}` backend; sampling {t.sampling.model_dump(exclude_none=True)}.",
-            f"- **Generation**: rejection sampling, up to {g.samples_per_prompt} samples per prompt"
-            + (f", adaptive best-of-N stopping at {g.accept_per_prompt} accepted" if g.accept_per_prompt else "")
-            + f"; {report['candidates']} candidates in {report['waves']} waves.",
-        ]
+    if strategy.needs_teacher and t is not None:
+        lines.append(
+            f"- **Teacher**: `{t.model}` through the `{t.backend}` backend; sampling {t.sampling.model_dump(exclude_none=True)}."
+        )
+    lines.append(f"- {strategy.describe()} {report['candidates']} candidates"
+                 + (f" in {report['waves']} waves." if report.get("waves") else "."))
     stage_list = ", ".join(f"`{st['name']}` ({st['kind']})" for st in report["stages"] if st["kind"] not in ("read", "generate"))
     lines += [
         f"- **Checks, in the order run**: {stage_list or 'none'}.",
@@ -94,8 +90,10 @@ def dataset_card(recipe: Recipe, report: dict[str, Any]) -> str:
         *([diversity_markdown(report["diversity"]), ""] if report.get("diversity") else []),
         "## Provenance",
         "",
-        "Every record carries its seed (`seed`, `seed_id`, `seed_index`, `seed_source`), the messages sent (`messages`), "
-        "the teacher and backend, the sampling parameters, the prompt-template hash, the sample index, token counts, "
+        "Every record carries its seed (`seed`, `seed_id`, `seed_index`, `seed_source`), the conversation (`messages`: "
+        "`prompt`, the messages sent, then `completion`, the response), the teacher and backend, the strategy with its "
+        "parameters and intermediate steps (`strategy`, `strategy_params`, `steps`), the sampling parameters, the "
+        "prompt-template hash, the sample index, token counts, "
         "latency, whether it came from the response cache, every check's verdict (`verdicts`: stage, name, passed, detail), "
         "`accepted` with `reject_stage` and `reject_reason`, the distillery version and a timestamp.",
         "",

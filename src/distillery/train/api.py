@@ -16,17 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distillery.train.common import METHODS
-from distillery.train.data import RunData, load_run, require_accepted, require_pairs
-from distillery.train.errors import ModelLoadError, TrainError, TrainOptionError
-
-# Options that only some methods take (the rest are TrainOptions, taken by all).
-METHOD_OPTIONS = {
-    "sft": {"packing"},
-    "kd": {"kl", "beta", "lmbda", "temperature", "max_new_tokens"},
-    "dpo": {"beta", "loss_type"},
-}
-_ALL_METHOD_OPTIONS = set().union(*METHOD_OPTIONS.values())
+from distillery import registry
+from distillery.train.data import RunData, load_run
+from distillery.train.errors import TrainOptionError
+from distillery.train.methods import run_teacher  # noqa: F401 (part of this module's API)
 
 
 def run_provenance(run: RunData) -> dict[str, Any]:
@@ -39,20 +32,6 @@ def run_provenance(run: RunData) -> dict[str, Any]:
         "recipe_hash": report.get("recipe_hash"),
         "report": {k: report[k] for k in keys if k in report},
     }
-
-
-def run_teacher(run: RunData) -> str:
-    """The run's teacher model name (``teacher.model`` of its recipe, e.g. ``builtin:teacher``).
-
-    Raises:
-        TrainError: the run has no teacher (curate mode).
-    """
-    if not run.teacher:
-        raise TrainError(
-            f"{run.path}: the run has no teacher (curate mode: responses came from the seeds); "
-            "pass --teacher MODEL for knowledge distillation"
-        )
-    return run.teacher
 
 
 def distill(
@@ -70,8 +49,9 @@ def distill(
     Args:
         run_dir: a finished run directory (``accepted.parquet``, ``rejected.parquet``, ``report.json``...).
         student: ``builtin:student``, a model folder or a Hub id.
-        method: ``sft`` (accepted responses), ``kd`` (teacher's token distributions on accepted
-            responses, plus on-policy samples with ``lmbda``) or ``dpo`` (accepted vs rejected pairs).
+        method: a registered training method (:mod:`distillery.train.methods`): ``sft``
+            (accepted responses), ``kd`` (teacher's token distributions on accepted responses,
+            plus on-policy samples with ``lmbda``) or ``dpo`` (accepted vs rejected pairs).
         out_dir: output folder; default ``<run_dir>/student-<method>``.
         teacher: KD teacher; default the run's ``teacher.model``.
         pairs_per_prompt: DPO: most pairs per prompt.
@@ -92,40 +72,15 @@ def distill(
         TrainOptionError: an unknown method, an option the method does not take, a value out of range.
         TrainError: kd without a teacher (curate-mode run and no ``teacher``).
     """
-    if method not in METHODS:
-        raise TrainOptionError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    methods = registry.items("training_method")
+    if method not in methods:
+        raise TrainOptionError(f"unknown method {method!r}; use one of {', '.join(methods)}")
     options = {k: v for k, v in options.items() if v is not None}
-    wrong = (set(options) & _ALL_METHOD_OPTIONS) - METHOD_OPTIONS[method]
+    own = set().union(*(m.options for m in methods.values()))
+    wrong = (set(options) & own) - methods[method].options
     if wrong:
         raise TrainOptionError(f"option(s) {', '.join(sorted(wrong))} do not apply to --method {method}")
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path / f"student-{method}"
-    provenance = run_provenance(run)
-    if method == "sft":
-        from distillery.train.sft import sft_train
-
-        records = require_accepted(run)
-        provenance["data"] = {"examples": len(records), "accepted_records": len(run.accepted)}
-        return sft_train(student, records, out, provenance=provenance, **options)
-    if method == "kd":
-        from distillery.train.kd import kd_train
-
-        records = require_accepted(run)
-        from_run = teacher is None
-        teacher = teacher or run_teacher(run)
-        provenance["data"] = {"examples": len(records), "accepted_records": len(run.accepted)}
-        try:
-            return kd_train(student, teacher, records, out, provenance=provenance, **options)
-        except ModelLoadError as e:
-            if from_run and str(e).startswith("teacher"):
-                raise ModelLoadError(
-                    f"{e} (the run's teacher, backend {run.teacher_backend}); pass --teacher with a local model "
-                    "that shares the student's tokenizer"
-                ) from None
-            raise
-    from distillery.train.dpo import dpo_train
-
-    pairs, stats = require_pairs(run, pairs_per_prompt)
-    provenance["data"] = {"pairs": stats.pairs, "prompts_with_pairs": stats.prompts_with_pairs,
-                          "rejected_usable": stats.rejected_usable, "rejected_skipped": stats.rejected_skipped}
-    return dpo_train(student, pairs, out, provenance=provenance, **options)
+    return methods[method].train(run, student, out, run_provenance(run), teacher=teacher,
+                                 pairs_per_prompt=pairs_per_prompt, **options)

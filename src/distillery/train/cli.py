@@ -13,14 +13,6 @@ from rich.console import Console
 from distillery.errors import DistilleryError
 
 
-class Method(StrEnum):
-    """Training methods."""
-
-    sft = "sft"
-    kd = "kd"
-    dpo = "dpo"
-
-
 class Divergence(StrEnum):
     """KD divergences (generalized JSD ``beta`` 0, 1, or ``--beta``)."""
 
@@ -32,8 +24,8 @@ class Divergence(StrEnum):
 def distill_command(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory (accepted.parquet, report.json...)")],
     student: Annotated[str, typer.Option(help="student model: builtin:student, a folder or a Hub id")],
-    method: Annotated[Method, typer.Option(help="sft: accepted responses; kd: teacher token distributions; "
-                                                "dpo: accepted-vs-rejected pairs")] = Method.sft,
+    method: Annotated[str, typer.Option(help="a registered training method: sft (accepted responses), kd (teacher "
+                                             "token distributions), dpo (accepted-vs-rejected pairs)")] = "sft",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default: RUN_DIR/student-METHOD)")] = None,
     teacher: Annotated[str | None, typer.Option(help="kd teacher (default: the run's teacher.model)")] = None,
     steps: Annotated[int | None, typer.Option(help="optimizer steps (overrides --epochs)")] = None,
@@ -58,7 +50,7 @@ def distill_command(
     console = Console(stderr=True)
     try:
         metrics = distill(
-            run_dir, student, method.value, out, teacher=teacher, pairs_per_prompt=pairs_per_prompt,
+            run_dir, student, method, out, teacher=teacher, pairs_per_prompt=pairs_per_prompt,
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, beta=beta, lmbda=lmbda,
             temperature=temperature, kl=kl.value if kl else None, packing=packing, seed=seed, threads=threads,
             progress=progress,

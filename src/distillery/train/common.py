@@ -21,8 +21,6 @@ from typing import Any
 
 from distillery.train.errors import ModelLoadError
 
-METHODS = ("sft", "kd", "dpo")
-
 # Learning rates by method for (tiny models < 10M parameters, larger models). Tiny randomly
 # initialised students need large steps to move within a few hundred updates; pretrained
 # models use the usual fine-tuning rates (TRL's defaults: SFT 2e-5, DPO 1e-6).

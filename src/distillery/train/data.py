@@ -1,10 +1,11 @@
 """Training sets from a finished run directory: SFT / KD examples and DPO preference pairs.
 
-A run directory (written by :func:`distillery.report.build.finalize_run`) holds
+A run directory (written by :class:`distillery.pipeline.runner.Pipeline`) holds
 ``accepted.parquet`` and ``rejected.parquet`` (records, see :mod:`distillery.records`),
 ``report.json``, ``recipe.yaml`` and the dataset card. Every example keeps the chat the
-teacher saw (``record["messages"]``) as the prompt and the candidate (``record["response"]``)
-as the assistant's completion, in TRL's *conversational prompt-completion* format::
+teacher saw (``record["prompt"]``) as the prompt and the candidate (``record["response"]``)
+as the assistant's completion, in TRL's *conversational prompt-completion* format (the
+records' own ``prompt`` and ``completion`` columns)::
 
     {"prompt": [{"role": "user", "content": "..."}],
      "completion": [{"role": "assistant", "content": "..."}]}
@@ -24,7 +25,7 @@ import yaml
 from distillery.train.errors import NoTrainingDataError, RunDirError
 
 # Columns a training set needs; ``seed`` (whose struct type varies by run) is never read.
-RECORD_COLUMNS = ("id", "seed_id", "sample_index", "messages", "response", "teacher", "accepted", "reject_stage",
+RECORD_COLUMNS = ("id", "seed_id", "sample_index", "prompt", "response", "teacher", "accepted", "reject_stage",
                   "reject_reason", "verdicts")
 
 # Stage kinds whose rejections say "this answer is worse" (a wrong answer, a failed filter);
@@ -102,19 +103,19 @@ def _messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
 def as_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
     """One SFT example in TRL's conversational prompt-completion format.
 
-    Accepts a record (``messages`` + ``response``) or ``{"prompt", "completion"}`` where the prompt
-    is a list of chat messages (or a plain string, taken as one user message) and the completion
-    a string (taken as the assistant's reply) or a list of assistant messages.
+    Accepts a run record (``prompt`` + ``response``) or ``{"prompt", "completion"}`` where the
+    prompt is a list of chat messages (or a plain string, taken as one user message) and the
+    completion a string (taken as the assistant's reply) or a list of assistant messages.
 
     Raises:
-        KeyError: neither ``messages``/``response`` nor ``prompt``/``completion`` is present.
+        KeyError: neither ``prompt``/``response`` nor ``prompt``/``completion`` is present.
     """
-    if "prompt" in example and "completion" in example:
+    if "prompt" in example and "response" in example:
+        prompt, completion = example["prompt"], example["response"]
+    elif "prompt" in example and "completion" in example:
         prompt, completion = example["prompt"], example["completion"]
-    elif "messages" in example and "response" in example:
-        prompt, completion = example["messages"], example["response"]
     else:
-        raise KeyError(f"an SFT example needs prompt/completion or messages/response keys, got {sorted(example)}")
+        raise KeyError(f"an SFT example needs prompt/completion or prompt/response keys, got {sorted(example)}")
     if isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
     if isinstance(completion, str):
@@ -122,8 +123,13 @@ def as_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": _messages(prompt), "completion": _messages(completion)}
 
 
+def _prompt_key(record: dict[str, Any]) -> str:
+    """What makes two candidates answers to the same prompt: the messages sent."""
+    return json.dumps(record.get("prompt") or [], sort_keys=True, ensure_ascii=False)
+
+
 def _usable(record: dict[str, Any]) -> bool:
-    return bool(record.get("messages")) and bool((record.get("response") or "").strip())
+    return bool(record.get("prompt")) and bool((record.get("response") or "").strip())
 
 
 def sft_examples(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -189,7 +195,7 @@ def dpo_pairs(
 ) -> tuple[list[dict[str, Any]], PairStats]:
     """Preference pairs for DPO (Rafailov et al., 2023) from one run's candidates.
 
-    For each prompt (``seed_id``) with accepted candidates and rejected ones, the accepted
+    For each prompt (the messages sent, ``prompt``) with accepted candidates and rejected ones, the accepted
     candidate is *chosen* and the rejected one *rejected*; candidates are taken in
     ``sample_index`` order and zipped, up to ``pairs_per_prompt`` pairs per prompt. Only
     candidates rejected by a verifier or filter (kinds in ``reject_kinds``) and holding a
@@ -207,17 +213,19 @@ def dpo_pairs(
     order: dict[str, int] = {}
     skipped: Counter = Counter()
     for r in accepted:
-        order.setdefault(r["seed_id"], len(order))
+        key = _prompt_key(r)
+        order.setdefault(key, len(order))
         if _usable(r):
-            good[r["seed_id"]].append(r)
+            good[key].append(r)
     for r in rejected:
         if r.get("seed_id") is None:
             skipped["read"] += 1
             continue
-        order.setdefault(r["seed_id"], len(order))
+        key = _prompt_key(r)
+        order.setdefault(key, len(order))
         kind = reject_kind(r) or "unknown"
         if kind in reject_kinds and _usable(r):
-            bad[r["seed_id"]].append(r)
+            bad[key].append(r)
             stats.rejected_usable += 1
         else:
             skipped[kind] += 1
@@ -233,7 +241,7 @@ def dpo_pairs(
             if made >= pairs_per_prompt:
                 break
             pairs.append({
-                "prompt": _messages(c["messages"]),
+                "prompt": _messages(c["prompt"]),
                 "chosen": [{"role": "assistant", "content": c["response"]}],
                 "rejected": [{"role": "assistant", "content": w["response"]}],
             })

@@ -123,7 +123,7 @@ def sample_round(model: str, out: Path, cfg: ImproveConfig) -> tuple[list[dict[s
                                                   "difficulties": list(cfg.levels)}}
     report = Pipeline(_recipe(model, out / "samples", cfg, seeds), progress=False).run()
     accepted = pq.read_table(out / "samples" / "accepted.parquet").to_pylist()
-    examples = [{"prompt": r["messages"], "completion": r["response"]} for r in accepted]
+    examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in accepted]
     report["rationalized"] = 0
     if cfg.rationalize and not cfg.keep_unverified:
         solved = {r["seed_id"] for r in accepted}

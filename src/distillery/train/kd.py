@@ -150,7 +150,7 @@ def kd_train(
 
     Args:
         student, teacher: ``builtin:`` names, folders or Hub ids of causal LMs sharing one tokenizer.
-        examples: run records (``messages`` + ``response``) or ``{"prompt", "completion"}`` dicts;
+        examples: run records (``prompt`` + ``response``) or ``{"prompt", "completion"}`` dicts;
             the response is the off-policy sequence the divergence is computed on.
         out_dir: the output folder (model, ``metrics.json``, ``README.md``).
         kl: ``forward``, ``reverse`` or ``jsd`` (see :func:`distillery.train.losses.divergence_beta`).

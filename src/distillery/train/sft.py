@@ -53,7 +53,7 @@ def sft_train(
     Args:
         student: ``builtin:student``, a model folder or a Hub id (a causal LM with a chat template).
         examples: dicts ``{"prompt": messages | str, "completion": str | messages}`` or run records
-            (``messages`` + ``response``); see :func:`distillery.train.data.as_prompt_completion`.
+            (``prompt`` + ``response``); see :func:`distillery.train.data.as_prompt_completion`.
         out_dir: the output folder: the model (Hugging Face format), ``metrics.json``, ``README.md``.
         packing: pack sequences (TRL ``bfd`` packing, padding-free); see the module docstring.
         provenance: data provenance for the model card (see :func:`distillery.train.card.model_card`).

@@ -41,6 +41,7 @@ from pydantic import Field
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import prompt_text
+from distillery.registry import register
 from distillery.verify.answers import extract_answer
 from distillery.verify.math_answer import answers_equal
 from distillery.verify.python_program import extract_program
@@ -49,6 +50,7 @@ from distillery.verify.sandbox import Sandbox, SandboxLimits, answers_match
 _SHOWN = 60
 
 
+@register("verifier")
 class SelfConsistencyConfig(StageConfig):
     """Recipe entry of the self-consistency vote.
 
@@ -120,12 +122,11 @@ class SelfConsistency(Stage):
     """
 
     kind = "verify"
-    type_name = "self_consistency"
     cost = 50.0
     scope = "prompt"
 
     def __init__(self, config: SelfConsistencyConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self._tallies: dict[Any, Tally] = {}
         self._seen: set[Any] = set()  # keys of the records the votes were counted over

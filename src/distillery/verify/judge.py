@@ -2,7 +2,7 @@
 
 The judge model is any backend (a ``model:`` section shaped like the recipe's ``teacher:``,
 see :mod:`distillery.verify.model_section`); its replies go through the response cache
-(``<run_dir>/<stage name>-cache.sqlite`` by default), so a re-run never pays for a judgement
+(``<run_dir>/<stage name>-cache/`` by default), so a re-run never pays for a judgement
 twice. Requests of a batch are sent together and run concurrently up to the backend's
 ``concurrency`` (:meth:`JudgeStage.check_batch_async`). Unless the section sets ``sampling``,
 the judge decodes greedily (temperature 0, 512 tokens).
@@ -44,6 +44,7 @@ from distillery.errors import RecipeError
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import prompt_text
+from distillery.registry import register
 from distillery.verify.judge_parse import PairwiseBias, combine_verdicts, parse_score, parse_verdict, win_rate
 from distillery.verify.model_section import StageBackend, model_section, run_sync
 
@@ -86,6 +87,7 @@ _OWN_VARIABLES = {"prompt", "response", "answer_a", "answer_b", "seed"}
 _REPLY_CHARS = 300
 
 
+@register("verifier")
 class JudgeConfig(StageConfig):
     """Recipe entry of the LLM judge.
 
@@ -103,7 +105,7 @@ class JudgeConfig(StageConfig):
         reference: pairwise: seed field holding the answer to compare with; unset: compare
             with the prompt's other candidates.
         min_win_rate: pairwise: least ``(wins + ties/2) / comparisons`` that passes.
-        cache: the judge's response cache file (default ``<run_dir>/<name>-cache.sqlite``,
+        cache: the judge's response cache (default the folder ``<run_dir>/<name>-cache/``,
             none outside a run).
     """
 
@@ -124,6 +126,19 @@ class JudgeConfig(StageConfig):
     def _model(cls, value: Any) -> Any:
         return model_section(value, {"sampling": {"temperature": 0.0, "max_tokens": 512}})
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """``prompt``, and each seed field the templates use (and the pairwise ``reference``)."""
+        pairwise = self.mode == "pairwise"
+        system = self.system if self.system is not None else (PAIRWISE_SYSTEM if pairwise else RUBRIC_SYSTEM)
+        names: set[str] = set()
+        for source in (system or "", self.template or (PAIRWISE_TEMPLATE if pairwise else RUBRIC_TEMPLATE)):
+            names |= jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+        fields = names - _OWN_VARIABLES
+        if pairwise and self.reference:
+            fields.add(self.reference)
+        return ("prompt", *(f"seed.{f}" for f in sorted(fields)))
+
     @model_validator(mode="after")
     def _scale(self) -> JudgeConfig:
         if self.min_score >= self.max_score:
@@ -136,7 +151,7 @@ class JudgeConfig(StageConfig):
         if self.cache:
             cache: Path | None = Path(ctx.resolve(self.cache))
         elif ctx.run_dir is not None:
-            cache = Path(ctx.run_dir) / f"{self.name or JudgeStage.type_name}-cache.sqlite"
+            cache = Path(ctx.run_dir) / f"{self.stage_name}-cache"
         else:
             cache = None
         return JudgeStage(self, StageBackend(self.model, ctx.base_dir, cache))
@@ -168,11 +183,10 @@ class JudgeStage(Stage):
     """
 
     kind = "verify"
-    type_name = "judge"
     cost = 1000.0
 
     def __init__(self, config: JudgeConfig, backend: StageBackend) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
         self.backend = backend
         pairwise = config.mode == "pairwise"
@@ -180,13 +194,6 @@ class JudgeStage(Stage):
         template = config.template or (PAIRWISE_TEMPLATE if pairwise else RUBRIC_TEMPLATE)
         self._system = _template(system, "system") if system else None
         self._user = _template(template, "template")
-        names: set[str] = set()
-        for source in (system or "", template):
-            names |= jinja2.meta.find_undeclared_variables(_ENV.parse(source))
-        fields = names - _OWN_VARIABLES
-        if pairwise and config.reference:
-            fields.add(config.reference)
-        self.required_seed_fields = tuple(sorted(fields))
         if pairwise and not config.reference:
             self.scope = "prompt"  # type: ignore[misc]  # needs every candidate of the prompt at once
         self.sampling = config.model.sampling.params()
@@ -234,7 +241,8 @@ class JudgeStage(Stage):
         checks = []
         for result in replies:
             if result.error_kind is not None:
-                checks.append(Check(False, f"judge_error: {result.error_kind}: {_short(result.error, 200)}"))
+                checks.append(Check(False, f"judge_error: {result.error_kind}: {_short(result.error, 200)}",
+                                    transient=result.transient))
                 continue
             score, form = parse_score(result.text, c.min_score, c.max_score)
             detail: dict[str, Any] = {"score": score, "threshold": c.threshold, "reply": _short(result.text)}
@@ -302,6 +310,7 @@ class JudgeStage(Stage):
         errors = [r for r in (first, second) if r.error_kind is not None]
         if errors:
             comparison["error"] = f"{errors[0].error_kind}: {_short(errors[0].error, 200)}"
+            comparison["transient"] = any(r.transient for r in errors)
             return comparison
         v1, v2 = parse_verdict(first.text), parse_verdict(second.text)
         comparison["verdict_candidate_first"], comparison["verdict_candidate_second"] = v1, v2
@@ -318,7 +327,7 @@ class JudgeStage(Stage):
         detail: dict[str, Any] = {"comparisons": comparisons}
         for c in comparisons:
             if "error" in c:
-                return Check(False, f"judge_error: {c['error']}", detail)
+                return Check(False, f"judge_error: {c['error']}", detail, transient=c.get("transient", False))
         for c in comparisons:
             if "unparseable" in c:
                 return Check(False, f"judge_unparseable: {c['unparseable']}", detail)

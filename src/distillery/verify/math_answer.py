@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
+from distillery.registry import register
 from distillery.verify.answers import extract_answer, plain_number
 
 
@@ -36,6 +37,7 @@ def answers_equal(reference: str, predicted: str, timeout_s: int = 5) -> bool:
     return bool(verify(gold, pred, timeout_seconds=t))
 
 
+@register("verifier")
 class MathAnswerConfig(StageConfig):
     """Recipe entry of the math-answer verifier.
 
@@ -49,6 +51,11 @@ class MathAnswerConfig(StageConfig):
     reference: str = "answer"
     timeout_s: int = 5
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The seed's ``reference`` field."""
+        return (f"seed.{self.reference}",)
+
     def build(self, ctx: BuildContext) -> Stage:
         return MathAnswerVerifier(self)
 
@@ -57,13 +64,11 @@ class MathAnswerVerifier(Stage):
     """Passes a record when its response's final answer equals the seed's reference."""
 
     kind = "verify"
-    type_name = "math_answer"
     cost = 10.0
 
     def __init__(self, config: MathAnswerConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
-        self.required_seed_fields = (config.reference,)
 
     def check(self, record: dict[str, Any]) -> Check:
         raw_ref = record["seed"].get(self.config.reference)

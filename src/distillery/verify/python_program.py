@@ -22,6 +22,7 @@ from pydantic import Field
 
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
+from distillery.registry import register
 from distillery.verify.sandbox import ExecutionResult, Sandbox, SandboxLimits, answers_match
 
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
@@ -107,6 +108,7 @@ def parse_reference(raw: Any) -> int | float | Fraction | list | tuple | dict | 
     return value
 
 
+@register("verifier")
 class PythonProgramConfig(StageConfig):
     """Recipe entry of the program verifier.
 
@@ -128,6 +130,11 @@ class PythonProgramConfig(StageConfig):
     workers: int | None = Field(default=None, ge=1)
     rel_tol: float = Field(default=1e-6, ge=0)
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The seed's ``reference`` field."""
+        return (f"seed.{self.reference}",)
+
     def build(self, ctx: BuildContext) -> PythonProgramVerifier:
         return PythonProgramVerifier(self)
 
@@ -141,13 +148,11 @@ class PythonProgramVerifier(Stage):
     """
 
     kind = "verify"
-    type_name = "python_program"
     cost = 100.0
 
     def __init__(self, config: PythonProgramConfig) -> None:
-        super().__init__(config.name)
+        super().__init__(config.stage_name)
         self.config = config
-        self.required_seed_fields = (config.reference,)
         self.limits = SandboxLimits(
             wall_time_s=config.timeout_s, cpu_time_s=config.timeout_s, memory_mb=config.memory_mb
         )

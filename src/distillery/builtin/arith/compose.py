@@ -12,13 +12,12 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from distillery.builtin.arith import frames as _frames  # noqa: F401  (registers frames, questions)
-from distillery.builtin.arith import steps as _steps  # noqa: F401  (registers item and group steps)
-from distillery.builtin.arith import steps_more as _steps_more  # noqa: F401  (registers the other steps)
-from distillery.builtin.arith.state import REGISTRY, State, Template
+from distillery import registry
+from distillery.builtin.arith.state import State, Template
 
-#: Every template, in registration order: frames, questions, steps.
-TEMPLATES: tuple[Template, ...] = tuple(REGISTRY.values())
+#: Every template, in registration order: frames, questions, steps (the modules of the
+#: registry's ``arith_template`` kind, imported in order by this lookup).
+TEMPLATES: tuple[Template, ...] = tuple(registry.items("arith_template").values())
 TEMPLATE_COUNT = len(TEMPLATES)
 
 _FRAMES = [t for t in TEMPLATES if t.role == "frame"]

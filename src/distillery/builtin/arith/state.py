@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from distillery import registry
 from distillery.builtin.arith.lexicon import Container, Entity, Rate
 
 #: State kinds: what the running quantity counts.
@@ -166,7 +167,7 @@ def _compute(value: int | Fraction, op: str, amount: int) -> int | Fraction:
     raise ValueError(f"unknown op {op!r}")
 
 
-# -- the registry ---------------------------------------------------------------------------
+# -- templates ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Template:
     """One sentence pattern of the task.
@@ -191,18 +192,18 @@ class Template:
     once: bool = False
 
 
-REGISTRY: dict[str, Template] = {}
-
-
 def template(
     id: str, role: str, kinds: str, text: str, *, weight: float = 1.0, terminal: bool = False, once: bool = False
 ) -> Callable[[Callable[[State], bool]], Callable[[State], bool]]:
-    """Register the decorated function as template ``id``; ``kinds`` is space-separated."""
+    """Register the decorated function as template ``id`` (kind ``arith_template`` of
+    :mod:`distillery.registry`); ``kinds`` is space-separated.
+
+    Raises:
+        ValueError: ``id`` names another template already.
+    """
 
     def wrap(fn: Callable[[State], bool]) -> Callable[[State], bool]:
-        if id in REGISTRY:
-            raise ValueError(f"duplicate template id {id!r}")
-        REGISTRY[id] = Template(id, role, tuple(kinds.split()), text, fn, weight, terminal, once)
+        registry.add("arith_template", id, Template(id, role, tuple(kinds.split()), text, fn, weight, terminal, once))
         return fn
 
     return wrap

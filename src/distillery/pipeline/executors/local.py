@@ -1,0 +1,50 @@
+"""``executor: local``: every batch in this process, one after another, on one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from distillery.pipeline.batch import Worker, process_batch
+from distillery.pipeline.executors import ExecutionResult, Executor, ExecutorConfig
+from distillery.pipeline.plan import Plan
+from distillery.pipeline.progress import RunProgress
+from distillery.registry import register
+
+
+@register("executor")
+class LocalExecutorConfig(ExecutorConfig):
+    """Run in this process (the default)."""
+
+    type: Literal["local"] = "local"
+
+    def build(self) -> LocalExecutor:
+        return LocalExecutor(self)
+
+
+class LocalExecutor(Executor):
+    """Runs batches in order in this process; the progress bar moves with every candidate."""
+
+    name = "local"
+
+    def run(self, plan: Plan, done: dict[int, dict[str, Any]], progress: RunProgress) -> ExecutionResult:
+        return asyncio.run(self._run(plan, done, progress))
+
+    async def _run(self, plan: Plan, done: dict[int, dict[str, Any]], progress: RunProgress) -> ExecutionResult:
+        result = ExecutionResult()
+        worker = None
+        try:
+            for k, items in plan.batches():
+                if k in done:
+                    result.skipped[k] = done[k]
+                    progress.on_batch(len(items), done[k]["accepted"], done[k]["candidates"])
+                    continue
+                if worker is None:
+                    worker = Worker(plan)
+                outcome = await process_batch(plan, worker, k, items, on_candidate=progress.on_candidate)
+                result.add(outcome)
+                progress.on_batch(len(items), outcome.accepted)
+        finally:
+            if worker is not None:
+                await worker.aclose()
+        return result
