@@ -1,6 +1,7 @@
 """A real HTTP server that speaks the OpenAI chat-completions protocol and misbehaves on
-purpose: 429 storms, 5xx errors, hangs, empty and truncated answers. Used only for faults
-a real model server cannot be made to produce on demand."""
+purpose: 429 storms, 5xx errors, hangs, garbled bodies, answers without choices, empty and
+truncated answers. Used only for faults a real model server cannot be made to produce on
+demand, and to replay hand-written answers of a capable model."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FaultServer:
     """Serves model ``model``. ``script(n, body)`` decides the fate of the n-th chat request
     (0-based) and returns one of: ``("ok", text)``, ``("status", code)``, ``("hang", seconds)``,
-    ``("empty", None)``, ``("length", text)``."""
+    ``("empty", None)``, ``("length", text)``, ``("garbled", None)`` (a 200 whose body is not
+    JSON), ``("nochoices", None)`` (a 200 JSON body without ``choices``). ``log`` keeps every
+    request body with its fate, in arrival order."""
 
     def __init__(self, script, model: str = "fault-model") -> None:
         self.script = script
         self.model = model
         self.requests = 0
         self.outcomes: Counter = Counter()
+        self.log: list[tuple[dict, str]] = []
         self._lock = threading.Lock()
         outer = self
 
@@ -55,6 +59,18 @@ class FaultServer:
                 kind, arg = outer.script(n, body)
                 with outer._lock:
                     outer.outcomes[kind] += 1
+                    outer.log.append((body, kind))
+                if kind == "garbled":
+                    data = b'{"id": "x", "choices": [{"message": {"content": "cut off'
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if kind == "nochoices":
+                    self._send(200, {"id": f"c{n}", "object": "chat.completion", "created": 0, "model": outer.model})
+                    return
                 if kind == "status":
                     headers = {"retry-after": "0.01"} if arg == 429 else {}
                     self._send(arg, {"error": {"message": f"injected {arg}"}}, headers)

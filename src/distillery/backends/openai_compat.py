@@ -14,6 +14,7 @@ that every retry is counted here.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +37,7 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
     """Map an exception from the ``openai`` client to ``(error_kind, retryable)``."""
     if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
         return "timeout", True
-    if isinstance(exc, BadResponse | openai.APIResponseValidationError):
+    if isinstance(exc, BadResponse | openai.APIResponseValidationError | json.JSONDecodeError):
         return "bad_response", True
     if isinstance(exc, openai.APIConnectionError):
         return "connection", True
@@ -191,8 +192,8 @@ class OpenAIBackend(Backend):
                         timeout=self.timeout_s + 5,
                     )
                     return self._result(response, start, retries)
-                except (TimeoutError, openai.OpenAIError, BadResponse) as exc:
-                    failure = exc
+                except (TimeoutError, openai.OpenAIError, BadResponse, json.JSONDecodeError) as exc:
+                    failure = exc  # a body that is not JSON comes as JSONDecodeError from the client
             kind, retryable = classify_error(failure)
             delay = _retry_after(failure)
             if delay is None:
