@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# The CPU build of torch first, then everything else held to it by constraints.txt,
 	# so that no dependency pulls a newer torch with CUDA.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)

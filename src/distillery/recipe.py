@@ -153,7 +153,7 @@ class Recipe(_Strict):
     verifiers: list[config_field("verifier")] = []  # type: ignore[valid-type]
     filters: list[config_field("filter")] = []  # type: ignore[valid-type]
     dedup: list[config_field("dedup")] = []  # type: ignore[valid-type]
-    decontamination: config_field("decontamination") | None = None  # type: ignore[valid-type]
+    decontamination: config_field("decontamination", default="ngram") | None = None  # type: ignore[valid-type]
     stage_order: Literal["auto", "recipe"] = "auto"
     executor: config_field("executor", default="local")  # type: ignore[valid-type]
     output: OutputConfig = OutputConfig()

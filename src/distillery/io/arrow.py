@@ -102,7 +102,3 @@ def records_to_table(
             columns[f.name] = pa.array([r.get(f.name) for r in records], type=f.type)
     return pa.table(columns, schema=schema)
 
-
-def table_to_records(table: pa.Table) -> list[dict[str, Any]]:
-    """Records (dicts) from a table written by :func:`records_to_table`."""
-    return table.to_pylist()

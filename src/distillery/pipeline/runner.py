@@ -26,7 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from distillery.errors import DistilleryError, RecipeError
@@ -140,7 +139,3 @@ def load_report(run_dir: str | Path) -> dict[str, Any]:
         raise RecipeError(f"{run_dir}: no report.json (is this a finished run directory?)")
     return json.loads(path.read_text(encoding="utf-8"))
 
-
-def copy_recipe(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved recipe a run used, as a dict."""
-    return yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text(encoding="utf-8"))

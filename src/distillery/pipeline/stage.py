@@ -26,8 +26,6 @@ from typing import Any, ClassVar
 
 from distillery.records import add_verdict
 
-STAGE_KINDS = ("read", "generate", "verify", "filter", "decontaminate", "dedup")
-
 
 @dataclass
 class Check:

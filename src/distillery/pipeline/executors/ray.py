@@ -93,13 +93,17 @@ class RayExecutor(Executor):
         address = cfg.address or os.environ.get("RAY_ADDRESS") or None
         started = not ray.is_initialized()
         if started:
-            ray.init(
-                address=address,
-                num_cpus=None if address else cfg.num_cpus,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
+            try:
+                ray.init(
+                    address=address,
+                    num_cpus=None if address else cfg.num_cpus,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
+            except (ConnectionError, ray.exceptions.RayError) as e:
+                where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+                raise DistilleryError(f"executor: ray: cannot start or reach {where}: {str(e).splitlines()[0]}") from e
         result = ExecutionResult()
         actors: list[Any] = []
         try:
