@@ -380,6 +380,8 @@ def format_validation_error(error: ValidationError, data: dict[str, Any], source
         elif kind == "union_tag_not_found":
             ctx = err.get("ctx", {})
             lines.append(f"{source}: {path}: {ctx.get('key', 'type')} is missing; expected one of {ctx.get('expected_tags', '')}")
+        elif kind == "value_error" and not loc:  # a check of the whole recipe: its message names the keys
+            lines.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
         else:
             given = err.get("input")
             shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""

@@ -60,8 +60,9 @@ def build_report(
 
     Keys: ``funnel`` (``[{stage, in, out}]``, seeds first, accepted last), ``accept_rate``
     (accepted / candidates), ``tokens``, ``wall_time_s`` (sum of batch times over all
-    sessions), ``throughput``, ``failures`` (by kind), ``cost`` (from ``recipe.pricing``),
-    ``cache``, ``stages`` (per stage: in, out, seconds, rejection reasons).
+    sessions and workers), ``session_wall_s`` (this session, from start to the reduce),
+    ``throughput``, ``failures`` (by kind), ``cost`` (from ``recipe.pricing``), ``cache``,
+    ``stages`` (per stage: in, out, seconds, rejection reasons), ``strategy``, ``executor``.
     """
     agg = aggregate(markers, reduced)
     t = agg["totals"]
@@ -108,6 +109,7 @@ def build_report(
             "billed_out": t.get("billed_tokens_out", 0),
         },
         "wall_time_s": round(seconds, 3),
+        "session_wall_s": round(session.get("seconds", 0.0), 3),
         "generation_time_s": round(gen_seconds, 3),
         "throughput": {
             "requests_per_s": round(calls / gen_seconds, 3) if gen_seconds else None,
