@@ -92,3 +92,18 @@ def test_ray_and_local_executors_write_the_same_run(ray_cluster, tmp_path: Path)
     again = run_cli("run", str(path), "--no-progress", env=ray_cluster)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _records(tmp_path / "killed") == want
+
+
+def test_a_bad_seed_row_on_a_ray_worker_is_the_same_clear_error(ray_cluster, tmp_path: Path):
+    seeds = tmp_path / "s.jsonl"
+    seeds.write_text('{"id": "a", "question": "q", "answer": "x"}\n{"id": "b", "question": \n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "seeds": {"path": str(seeds), "response_field": "answer"},
+        "executor": "ray",
+        "output": {"dir": str(tmp_path / "run")},
+        "report": {"embedding_model": None},
+    }))
+    done = run_cli("run", str(recipe), "--no-progress", env=ray_cluster)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"{seeds}:2: bad_json: Expecting value" in " ".join(done.stderr.split())

@@ -27,6 +27,9 @@ class InputError(DistilleryError):
         what = f" field {field!r}:" if field else ""
         super().__init__(f"{where}:{what} {message}")
 
+    def __reduce__(self) -> tuple:  # picklable (raised in executor worker processes)
+        return (type(self), (self.path, self.line, self.field, self.message))
+
 
 class BackendError(DistilleryError):
     """A teacher backend cannot be used (unreachable server, unknown model, bad credentials)."""

@@ -100,7 +100,8 @@ class OutputConfig(_Strict):
         dir: the run directory (relative to the current directory, not the recipe).
         jsonl: also write ``accepted.jsonl`` and ``rejected.jsonl``.
         batch_size: seeds per batch; each finished batch is checkpointed.
-        cache: response cache file (default ``<dir>/cache.sqlite``); share one between runs to reuse responses.
+        cache: the response cache: a folder (default ``<dir>/cache/``, 16 SQLite files) or a
+            ``.sqlite`` file; share one between runs to reuse responses.
     """
 
     dir: str = "runs/default"
@@ -164,20 +165,7 @@ class Recipe(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        seeds = data.get("seeds")
-        curating = isinstance(seeds, dict) and (seeds.get("response_field") or seeds.get("response_template"))
-        generation = data.get("generation")
-        if generation is None:
-            generation = {}
-        if isinstance(generation, dict) and "strategy" not in generation:
-            generation = {"strategy": "curate" if curating else "rejection_sampling", **generation}
-        data["generation"] = generation
-        executor = data.get("executor", "local")
-        data["executor"] = {"type": executor} if isinstance(executor, str) else executor
-        return data
+        return with_defaults(data)
 
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> Recipe:
@@ -286,8 +274,30 @@ class Recipe(_Strict):
                     )
 
 
+def with_defaults(data: Any) -> Any:
+    """A recipe mapping with the defaults that depend on other keys filled in: the strategy
+    (``curate`` when the seeds carry responses, else ``rejection_sampling``) and the executor
+    (``local``; a bare name becomes ``{type: name}``)."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    seeds = data.get("seeds")
+    curating = isinstance(seeds, dict) and (seeds.get("response_field") or seeds.get("response_template"))
+    generation = data.get("generation")
+    if generation is None:
+        generation = {}
+    if isinstance(generation, dict) and "strategy" not in generation:
+        generation = {"strategy": "curate" if curating else "rejection_sampling", **generation}
+    data["generation"] = generation
+    executor = data.get("executor", "local")
+    data["executor"] = {"type": executor} if isinstance(executor, str) else executor
+    return data
+
+
 # settings of how a model is reached, not of what it is asked: they may change between a run and its resume
-_OPERATIONAL_KEYS = frozenset({"concurrency", "timeout_s", "max_retries", "batch_size", "api_key_env", "base_url", "workers"})
+_OPERATIONAL_KEYS = frozenset(
+    {"concurrency", "timeout_s", "max_retries", "retry_budget_s", "batch_size", "api_key_env", "base_url", "workers"}
+)
 
 
 def _drop_keys(value: Any, keys: frozenset[str]) -> Any:
@@ -308,8 +318,10 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _model_at(model: Any, loc: tuple[Any, ...], data: Any) -> Any:
     """The model class at the parent of ``loc`` (walking the annotations and the data together), or ``None``."""
+    import typing
+
     current: Any = model
-    node: Any = data
+    node: Any = with_defaults(data) if model is Recipe else data
     for part in loc[:-1]:
         if isinstance(part, int):
             node = node[part] if isinstance(node, list) and part < len(node) else None
@@ -320,6 +332,9 @@ def _model_at(model: Any, loc: tuple[Any, ...], data: Any) -> Any:
             if not fields or part not in fields:
                 return None
             current = fields[part].annotation
+            marker = next((m for m in fields[part].metadata if isinstance(m, RegistryField)), None)
+            if marker is not None:  # pydantic keeps a field's own Annotated metadata apart
+                current = typing.Annotated[current, marker]
         current = _pick_member(current, node)
     return current
 
@@ -380,8 +395,9 @@ def format_validation_error(error: ValidationError, data: dict[str, Any], source
         elif kind == "union_tag_not_found":
             ctx = err.get("ctx", {})
             lines.append(f"{source}: {path}: {ctx.get('key', 'type')} is missing; expected one of {ctx.get('expected_tags', '')}")
-        elif kind == "value_error" and not loc:  # a check of the whole recipe: its message names the keys
-            lines.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
+        elif kind == "value_error":  # our own checks: the message says it; a whole-recipe one names its keys
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {message}" if not loc else f"{source}: {path}: {message}")
         else:
             given = err.get("input")
             shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""

@@ -86,6 +86,7 @@ DISCRIMINATOR: dict[str, str] = {"strategy": "strategy"}
 _entries: dict[str, dict[str, Any]] = {kind: {} for kind in BUILTINS}
 _loaded: set[str] = set()
 _plugins_loaded = False
+_plugins_done: set[str] = set()  # entry points loaded (each is loaded once, even if a later one fails)
 _version = 0
 _lock = threading.RLock()
 
@@ -212,7 +213,7 @@ def _ensure(kind: str) -> None:
 
 
 def load_plugins() -> list[str]:
-    """Load every entry point of :data:`ENTRY_POINT_GROUP` (once); return their names.
+    """Load every entry point of :data:`ENTRY_POINT_GROUP` (each once); return the names loaded now.
 
     An entry point names a module (importing it registers its members) or a callable taking
     no arguments (called once).
@@ -231,6 +232,8 @@ def load_plugins() -> list[str]:
 
         loaded = []
         for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.value in _plugins_done:
+                continue
             try:
                 obj = ep.load()
                 if callable(obj) and not isinstance(obj, type):
@@ -241,6 +244,7 @@ def load_plugins() -> list[str]:
                     f"plugin {ep.name!r} ({ep.value}, entry point group {ENTRY_POINT_GROUP}) failed to load: "
                     f"{type(e).__name__}: {e}"
                 ) from e
+            _plugins_done.add(ep.value)
             loaded.append(ep.name)
         return loaded
 

@@ -201,4 +201,4 @@ class Backend:
         if request.step is not None:
             key["step"] = request.step
         blob = json.dumps(key, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate too

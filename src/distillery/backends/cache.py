@@ -40,6 +40,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def cache_location(folder: str | Path) -> Path:
+    """Where the cache ``folder`` is: ``folder`` itself, or the one-file cache an earlier
+    version kept beside it (``<folder>.sqlite``) while no folder exists, so an upgrade
+    does not pay again for responses already received."""
+    folder = Path(folder)
+    legacy = folder.with_name(folder.name + ".sqlite")
+    return legacy if legacy.is_file() and not folder.exists() else folder
+
+
 class ResponseCache:
     """A persistent map from request key (64 hex digits) to :class:`GenerationResult`.
 

@@ -170,7 +170,7 @@ class TransformersBackend(Backend):
                 chunk = idx[start : start + self.batch_size]
                 try:
                     results = await asyncio.to_thread(self._generate_batch, [requests[i] for i in chunk], sampling)
-                except RuntimeError as e:  # e.g. out of memory: keep the failure on the records
+                except RuntimeError as e:  # e.g. out of memory: transient, retried next run (lower teacher.batch_size)
                     self.stats.failures["exception"] += len(chunk)
                     results = [
                         GenerationResult(text=None, error_kind="exception", error=f"{type(e).__name__}: {e}")

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distillery.backends.base import GenerationRequest
+from distillery.backends.cache import cache_location
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage, reason_category
 from distillery.records import new_record, prompt_text
@@ -81,7 +82,7 @@ class DifficultyConfig(StageConfig):
         if self.cache:
             cache: Path | None = Path(ctx.resolve(self.cache))
         elif ctx.run_dir is not None:
-            cache = Path(ctx.run_dir) / f"{self.stage_name}-cache"
+            cache = cache_location(Path(ctx.run_dir) / f"{self.stage_name}-cache")
         else:
             cache = None
         return DifficultyFilter(self, StageBackend(self.model, ctx.base_dir, cache), self.verifier.build(ctx))

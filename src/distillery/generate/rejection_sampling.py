@@ -9,8 +9,9 @@ only prompts still short of accepted candidates take part in the next wave. With
 sampling, Touvron et al., 2023, "Llama 2"; Yuan et al., 2023, "Scaling relationship on learning
 mathematical reasoning with large language models" (RFT)).
 
-A prompt with a transiently failed request draws no further waves in this run; its batch is
-left unfinished, and the next run replays it from the cache and retries only that request.
+A prompt with a transiently failed request, or a candidate a stage could not judge for a
+transient failure, draws no further waves in this run (they might not be needed); its batch
+is left unfinished, and the next run replays it from the cache and retries only that request.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class RejectionSampling(Strategy):
                 wave.append(record)
             for record in await ctx.check(wave):
                 accepted[owner[id(record)]] += 1
+            for record in ctx.undecided(wave):
+                blocked[owner[id(record)]] = True
             candidates.extend(wave)
         candidates.sort(key=lambda r: (r["seed_index"], r["sample_index"]))
         return records + candidates

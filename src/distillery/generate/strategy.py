@@ -122,7 +122,11 @@ class Strategy:
         raise NotImplementedError(f"{type(self).__name__}.generate")
 
     def close(self) -> None:
-        """Release what the strategy holds (called once at the end of a run)."""
+        """Release what :meth:`generate` opened (called once per worker, at the end of a run).
+
+        A strategy is also built just to check a recipe, so ``__init__`` must be cheap and open
+        nothing: open models or connections on first use in :meth:`generate`.
+        """
 
 
 @dataclass
@@ -137,6 +141,7 @@ class Ledger:
         retries: retries spent. waves: rounds of requests (rejection sampling).
         seconds: time spent waiting for the backend.
         transient: transiently failed requests by error kind (the batch is left unfinished).
+        errors: the first error message of each transient kind.
     """
 
     calls: int = 0
@@ -149,6 +154,7 @@ class Ledger:
     waves: int = 0
     seconds: float = 0.0
     transient: Counter = field(default_factory=Counter)
+    errors: dict[str, str] = field(default_factory=dict)
 
     def count(self, result: GenerationResult) -> None:
         """Add one result's figures."""
@@ -203,6 +209,7 @@ class GenerationContext:
         self.prompted = 0
         self.bad: Counter = Counter()
         self._checked: set[int] = set()
+        self._undecided: set[int] = set()
         self._params = json.dumps(strategy.config.params(), sort_keys=True)
 
     # -- seeds -> prompts ----------------------------------------------------------------------
@@ -273,13 +280,9 @@ class GenerationContext:
         unfinished so that the next run retries it."""
         if result.transient:
             self.ledger.transient[result.error_kind] += 1
+            self.ledger.errors.setdefault(result.error_kind, str(result.error)[:300])  # type: ignore[arg-type]
             return False
         return True
-
-    @property
-    def pending(self) -> int:
-        """Transiently failed requests so far (the batch will be left unfinished)."""
-        return sum(self.ledger.transient.values())
 
     # -- records ---------------------------------------------------------------------------------
     def candidate(
@@ -332,12 +335,23 @@ class GenerationContext:
 
     async def check(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Run the stateless stages on the live records of ``records``; return the survivors
-        (rejected ones are marked in place). Records checked here are not checked again."""
+        (rejected ones are marked in place). Records checked here are not checked again.
+
+        A record a stage could not decide (its model call failed transiently) is neither: it
+        is left out of the survivors and listed by :meth:`undecided`; its batch will be redone.
+        """
         self._checked.update(id(r) for r in records)
         live = [r for r in records if r["accepted"]]
         for stage in self.stages:
-            live = await stage.apply_async(live)
+            survivors = await stage.apply_async(live)
+            kept = {id(r) for r in survivors}
+            self._undecided.update(id(r) for r in live if r["accepted"] and id(r) not in kept)
+            live = survivors
         return live
+
+    def undecided(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records of ``records`` that a stage could not decide (see :meth:`check`)."""
+        return [r for r in records if id(r) in self._undecided]
 
     def unchecked(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records of ``records`` that :meth:`check` has not seen."""

@@ -6,14 +6,12 @@ the source's columns or a :class:`~distillery.io.seeds.BadRow` saying why it cou
 read (``line`` is the 1-based line or row number). Renaming, required fields, shuffle and
 limit are the :class:`~distillery.io.seeds.SeedReader`'s, not the format's.
 
-Add a format::
+Add a format by registering an instance::
 
-    @register("seed_format", name="tsv")
-    def _tsv() -> SeedFormat:
-        return SeedFormat("tsv", suffixes=(".tsv",), read=read_tsv)
+    registry.add("seed_format", "tsv", SeedFormat("tsv", read=read_tsv, suffixes=(".tsv",)))
 
-(or register a :class:`SeedFormat` instance directly). ``builtin:<name>`` paths read the
-seed sources registered under kind ``seed_source``: a function ``options -> iterator of dicts``.
+``builtin:<name>`` paths read the seed sources registered under kind ``seed_source``: a
+function ``options -> iterator of dicts``.
 """
 
 from __future__ import annotations

@@ -2,18 +2,19 @@
 
 Batch ``k`` is done exactly when ``shards/batch-<k>.json`` exists. Its records (accepted and
 rejected, in the order the batch made them, before deduplication) are in
-``batch-<k>.parquet``, written atomically and read back before the marker is written. A
+``batch-<k>.parquet``, written atomically before the marker is written. A
 crash between the two leaves a shard without a marker; it is rewritten when the batch is
 redone, so no record is ever counted twice.
 
 A record that cannot be stored (a seed nested deeper than Parquet reads back, an integer
-beyond 64 bits) is kept as a rejected record (``unwritable: ...``) whose seed is its JSON
-text, so a run directory never holds a shard that cannot be read back.
+beyond 64 bits, a lone surrogate in a string) is kept as a rejected record (``unwritable:
+...``) whose seed is its JSON text (strings made encodable), so a run directory never holds
+a shard that cannot be read back: every shard is round-tripped through Parquet in memory
+before it is written.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -32,19 +33,33 @@ _RAW_CHARS = 100_000
 
 
 def _roundtrip(table: pa.Table) -> None:
-    """Write ``table`` to Parquet in memory and read it back (raises what a reader would)."""
-    sink = io.BytesIO()
+    """Write ``table`` to Parquet in memory and read it back (raises what a reader would).
+
+    Arrow's own buffers, not a Python file object: with ``io.BytesIO`` pyarrow 26 aborts the
+    interpreter at exit ("terminate called without an active exception") in most runs.
+    """
+    sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    sink.seek(0)
-    pq.read_table(sink)
+    pq.read_table(pa.BufferReader(sink.getvalue()))
 
 
 def _raw_text(value: Any) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
+    try:  # ASCII escapes: a lone surrogate stays as its \\uXXXX text
+        text = json.dumps(value, ensure_ascii=True, default=str)
     except (ValueError, RecursionError, TypeError):
-        text = repr(value)
+        text = ascii(value)
     return text[:_RAW_CHARS]
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every string made encodable (a lone surrogate becomes its ``\\udXXX`` text)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def storable(records: list[dict[str, Any]], extra: dict[str, pa.DataType] | None = None) -> pa.Table:
@@ -64,8 +79,10 @@ def storable(records: list[dict[str, Any]], extra: dict[str, pa.DataType] | None
         try:
             _roundtrip(records_to_table([record], extra=extra))
         except (pa.ArrowException, OverflowError, ValueError, RecursionError, OSError) as e:
-            message = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            message = _scrub(str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
             record["seed"] = {"_raw": _raw_text(record.get("seed"))}
+            for name, value in record.items():
+                record[name] = _scrub(value)
             add_verdict(record, "write", "write", False, {"reason": f"unwritable: {type(e).__name__}: {message}"})
     table = records_to_table(records, extra=extra)
     _roundtrip(table)
@@ -116,10 +133,6 @@ class ShardStore:
         """Delete every shard and marker."""
         for p in self.folder.glob("batch-*"):
             p.unlink()
-
-    def path(self, batch: int) -> Path:
-        """The records file of ``batch``."""
-        return self._path(batch, "parquet")
 
     def paths(self) -> list[Path]:
         """The records files of finished batches, in batch order."""

@@ -28,8 +28,6 @@ from distillery.pipeline.plan import MAP_SECTIONS, Plan, section_configs
 from distillery.pipeline.stage import BuildContext, Stage, StageStats
 from distillery.records import utc_now
 
-STAGE_FAILURE_KINDS = ("verify", "filter", "decontaminate")
-
 
 @dataclass
 class BatchOutcome:
@@ -39,6 +37,7 @@ class BatchOutcome:
         batch: ``k``.
         marker: the marker written (``None`` when the batch was left unfinished).
         transient: transiently failed requests by error kind (non-empty: left unfinished).
+        errors: the first error message of each kind in ``transient``.
         seeds: seeds in the batch. accepted: records accepted (before deduplication).
         calls, cache_hits: backend calls and cache hits this time.
     """
@@ -46,6 +45,7 @@ class BatchOutcome:
     batch: int
     marker: dict[str, Any] | None
     transient: Counter = field(default_factory=Counter)
+    errors: dict[str, str] = field(default_factory=dict)
     seeds: int = 0
     accepted: int = 0
     calls: int = 0
@@ -170,11 +170,12 @@ async def process_batch(
     for stage in worker.grouped:
         stage.prepare(candidates)
         survivors = await stage.apply_async(survivors)
-    transient = Counter(ctx.ledger.transient)
+    ledger = ctx.ledger
+    transient, errors = Counter(ledger.transient), dict(ledger.errors)
     for stage in worker.stages:
         transient.update({f"{stage.name}: {kind}": n for kind, n in stage.stats.transient.items()})
-    ledger = ctx.ledger
-    outcome = BatchOutcome(k, None, transient, len(items), calls=ledger.calls, cache_hits=ledger.cache_hits)
+        errors.update({f"{stage.name}: {kind}": e for kind, e in stage.stats.transient_errors.items()})
+    outcome = BatchOutcome(k, None, transient, errors, len(items), calls=ledger.calls, cache_hits=ledger.cache_hits)
     if transient:
         return outcome
     records.extend(candidates)

@@ -1,13 +1,15 @@
 """The plan of a run: the resolved recipe, its strategy and stages, and the batches of seeds.
 
 A :class:`Plan` is made (and checked) before any work: the strategy is built, stage names
-must be unique, every record field a stage reads must be one the strategy makes, and every
-seed field the strategy or a stage reads is required of each seed row. It is a small,
+must be unique, and every record field a stage reads must be one the strategy makes; every
+seed field the strategy or a stage reads is then required of each seed row as it is read
+(a row without one is a bad row naming the field). It is a small,
 picklable value: executors ship it to their workers, which build the stages and the backend
 from it (:class:`~distillery.pipeline.batch.Worker`).
 
 Seeds are cut into batches of ``output.batch_size`` by :meth:`Plan.batches`, which also
-refuses duplicate seed ids (``1`` and ``"1"`` are the same id), naming both lines.
+refuses a duplicate seed id (``1`` and ``"1"`` are the same id) at the row where it repeats,
+naming both lines.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery import registry
+from distillery.backends.cache import cache_location
 from distillery.errors import InputError, RecipeError
 from distillery.generate.candidates import seed_id
 from distillery.generate.strategy import Strategy
@@ -93,8 +96,9 @@ class Plan:
                         f"{key} ({config.stage_name}): reads the record field {field!r}, which strategy "
                         f"{strategy.name!r} does not make{extra}"
                     )
-        run_dir = Path(run_dir)
-        cache = Path(recipe.output.cache) if recipe.output.cache else run_dir / "cache"
+        # absolute: executor workers may run in another working directory
+        run_dir = Path(run_dir).expanduser().resolve()
+        cache = Path(recipe.output.cache).expanduser().resolve() if recipe.output.cache else cache_location(run_dir / "cache")
         return cls(recipe, run_dir, skip_bad_rows, tuple(sorted(required)), cache)
 
     def strategy(self) -> Strategy:

@@ -69,7 +69,10 @@ class RunDir:
             holder = _read_holder(fd)
             os.close(fd)
             if e.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
+                raise RecipeError(
+                    f"output.dir: cannot lock {self.lock_path}: {e.strerror} (the run directory needs a filesystem "
+                    "with POSIX locks: a local disk, or NFS with locking, Lustre, GPFS)"
+                ) from e
             who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
             raise RunDirLocked(
                 f"{self.path} is in use by {who} (since {holder.get('since', '?')}); wait for it to finish, "

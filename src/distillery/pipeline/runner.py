@@ -41,17 +41,21 @@ class TransientFailures(DistilleryError):
     """Some requests failed transiently; their batches are left for the next run.
 
     Attributes:
-        failures: failed requests by error kind. batches: the unfinished batches.
+        failures: failed requests by error kind. errors: the first message of each kind.
+        batches: the unfinished batches.
     """
 
-    def __init__(self, failures: Counter, batches: list[int]) -> None:
+    def __init__(self, failures: Counter, errors: dict[str, str], batches: list[int]) -> None:
         self.failures = failures
+        self.errors = errors
         self.batches = batches
         n = sum(failures.values())
         kinds = ", ".join(f"{k}: {v}" for k, v in failures.most_common())
+        first = "; ".join(f"{k}: {errors[k]}" for k, _ in failures.most_common(3) if k in errors)
         super().__init__(
             f"{n} requests failed transiently ({kinds}) in {len(batches)} batch(es); "
             "run the same command again to retry them (every other response is kept)"
+            + (f"\nfirst errors: {first}" if first else "")
         )
 
 
@@ -117,7 +121,13 @@ class Pipeline:
             with RunProgress(recipe.seeds.limit, enabled=self.progress, console=self.console) as bar:
                 result = executor.run(plan, done, bar)
             if result.pending:
-                raise TransientFailures(result.transient, sorted(result.pending))
+                raise TransientFailures(result.transient, result.errors, sorted(result.pending))
+            unseen = sorted(set(result.finished) - set(shards.done()))
+            if unseen:
+                raise DistilleryError(
+                    f"{len(unseen)} batches finished on workers but their markers are not in {self.run_dir / 'shards'} "
+                    f"(first: {unseen[0]}): every worker must see the run directory at the same path (a shared filesystem)"
+                )
             reduced = asyncio.run(reduce(plan, shards, recipe_hash))
             session = {
                 "backend_calls": result.backend_calls,

@@ -61,6 +61,7 @@ class StageStats:
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)
     transient: Counter = field(default_factory=Counter)
+    transient_errors: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: StageStats) -> None:
         """Add ``other``'s counts into these."""
@@ -178,6 +179,7 @@ class Stage:
         for record, check in zip(live, checks, strict=True):
             if check.transient:  # undecided: the batch will be redone, this record is not judged
                 self.stats.transient[reason_category(check.reason)] += 1
+                self.stats.transient_errors.setdefault(reason_category(check.reason), str(check.reason)[:300])
                 continue
             detail = dict(check.detail)
             if not check.passed:

@@ -68,6 +68,12 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     names = set(pq.read_schema(path).names)
+    if "prompt" not in names:  # a run written before distillery 0.1's prompt/completion columns:
+        columns = [c for c in RECORD_COLUMNS if c in names] + (["messages"] if "messages" in names else [])
+        records = pq.read_table(path, columns=columns).to_pylist()
+        for r in records:  # its `messages` held the prompt alone
+            r["prompt"] = r.pop("messages", None) or []
+        return records
     return pq.read_table(path, columns=[c for c in RECORD_COLUMNS if c in names]).to_pylist()
 
 

@@ -40,6 +40,7 @@ import jinja2.meta
 from pydantic import Field, field_validator, model_validator
 
 from distillery.backends.base import GenerationRequest, GenerationResult
+from distillery.backends.cache import cache_location
 from distillery.errors import RecipeError
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
@@ -151,7 +152,7 @@ class JudgeConfig(StageConfig):
         if self.cache:
             cache: Path | None = Path(ctx.resolve(self.cache))
         elif ctx.run_dir is not None:
-            cache = Path(ctx.run_dir) / f"{self.stage_name}-cache"
+            cache = cache_location(Path(ctx.run_dir) / f"{self.stage_name}-cache")
         else:
             cache = None
         return JudgeStage(self, StageBackend(self.model, ctx.base_dir, cache))

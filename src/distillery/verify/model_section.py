@@ -5,7 +5,7 @@ The section has the shape of the recipe's ``teacher:`` section
 ``concurrency``, ``sampling``, ...), validated by :func:`model_section`.
 
 :class:`StageBackend` builds the backend the section names (as the runner does for the
-teacher), wraps it in a :class:`~distillery.backends.cache.CachedBackend` whose SQLite file
+teacher), wraps it in a :class:`~distillery.backends.cache.CachedBackend` whose cache folder
 lies under the run directory, so a re-run or resume never repeats a judge or student call.
 """
 

@@ -42,6 +42,7 @@ class ExecutionResult:
         finished: batches finished in this session (index -> marker).
         skipped: batches finished earlier (index -> marker).
         transient: transiently failed requests by kind, over the batches left unfinished.
+        errors: the first error message of each kind.
         pending: the batches left unfinished.
         backend_calls, cache_hits: over this session's batches (finished or not).
     """
@@ -49,6 +50,7 @@ class ExecutionResult:
     finished: dict[int, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[int, dict[str, Any]] = field(default_factory=dict)
     transient: Counter = field(default_factory=Counter)
+    errors: dict[str, str] = field(default_factory=dict)
     pending: list[int] = field(default_factory=list)
     backend_calls: int = 0
     cache_hits: int = 0
@@ -62,6 +64,8 @@ class ExecutionResult:
         else:
             self.pending.append(outcome.batch)
             self.transient.update(outcome.transient)
+            for kind, error in outcome.errors.items():
+                self.errors.setdefault(kind, error)
 
 
 class Executor:

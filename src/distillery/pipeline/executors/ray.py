@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from typing import Any, Literal
 
 from pydantic import Field
@@ -91,6 +92,7 @@ class RayExecutor(Executor):
         ray = _import_ray()
         cfg = self.config
         address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry from a data pipeline, unless asked
         started = not ray.is_initialized()
         if started:
             try:
@@ -107,7 +109,11 @@ class RayExecutor(Executor):
         result = ExecutionResult()
         actors: list[Any] = []
         try:
-            cpus = ray.cluster_resources().get("CPU", 1.0)
+            cpus = ray.cluster_resources().get("CPU", 0.0)
+            if cpus < cfg.cpus_per_worker:
+                raise RecipeError(
+                    f"executor.cpus_per_worker: {cfg.cpus_per_worker:g} CPUs per worker, but the cluster has {cpus:g}"
+                )
             n = cfg.workers or max(1, int(cpus // cfg.cpus_per_worker))
             remote = ray.remote(num_cpus=cfg.cpus_per_worker, max_restarts=0)(BatchActor)
             idle: list[Any] = []
@@ -116,11 +122,17 @@ class RayExecutor(Executor):
             def settle(block: bool) -> None:
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=None if block else 0)
                 for ref in ready:
-                    actor, _k, seeds = in_flight.pop(ref)
-                    outcome = _get(ray, ref)
+                    actor, k, seeds = in_flight.pop(ref)
+                    try:
+                        outcome = _get(ray, ref)
+                    except ray.exceptions.RayActorError as e:  # killed (out of memory, a crash): retry next run
+                        actors.remove(actor)
+                        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                        outcome = BatchOutcome(k, None, Counter({"worker_died": 1}), {"worker_died": reason}, seeds)
+                    else:
+                        idle.append(actor)
                     result.add(outcome)
                     progress.on_batch(seeds, outcome.accepted, outcome.marker["candidates"] if outcome.marker else 0)
-                    idle.append(actor)
 
             for k, items in plan.batches():
                 if k in done:
