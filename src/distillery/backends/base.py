@@ -51,21 +51,40 @@ class GenerationRequest:
     ``step`` names the strategy step that asks (``critique``, ``revise``...); it enters the
     cache key, so two steps that happen to send the same messages get their own responses
     (``None``: a strategy's only or final call).
+
+    ``prompt`` makes the request a raw text completion (``/v1/completions``, no chat template
+    applied; ``messages`` is then empty): Magpie sends the chat template's pre-query prefix
+    this way. Only backends with ``raw_completions`` serve it. ``schema`` is a JSON schema (as
+    a JSON string) the answer should follow; backends with ``structured_output`` turned on send
+    it as ``response_format``, others ignore it (strategies parse the text robustly either way).
+    Both enter the cache key when set.
     """
 
     messages: tuple[tuple[str, str], ...]
     sampling: SamplingParams
     sample_index: int = 0
     step: str | None = None
+    prompt: str | None = None
+    schema: str | None = None
 
     @classmethod
     def make(cls, messages: list[dict[str, str]], sampling: SamplingParams, sample_index: int = 0,
-             step: str | None = None) -> GenerationRequest:
-        """Build from ``[{"role", "content"}]`` messages."""
-        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index, step)
+             step: str | None = None, schema: dict[str, Any] | None = None) -> GenerationRequest:
+        """Build from ``[{"role", "content"}]`` messages (``schema``: a JSON schema dict)."""
+        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index, step,
+                   schema=json.dumps(schema, sort_keys=True) if schema is not None else None)
+
+    @classmethod
+    def raw(cls, prompt: str, sampling: SamplingParams, sample_index: int = 0,
+            step: str | None = None) -> GenerationRequest:
+        """A raw text completion of ``prompt`` (no chat template; see the class doc)."""
+        return cls((), sampling, sample_index, step, prompt=prompt)
 
     def message_dicts(self) -> list[dict[str, str]]:
-        """The messages as ``[{"role", "content"}]``."""
+        """The messages as ``[{"role", "content"}]`` (a raw completion: its prompt as one
+        ``{"role": "raw", ...}`` entry, for provenance)."""
+        if self.prompt is not None:
+            return [{"role": "raw", "content": self.prompt}]
         return [{"role": r, "content": c} for r, c in self.messages]
 
 
@@ -149,6 +168,8 @@ class Backend:
     """
 
     kind: ClassVar[str] = "backend"
+    raw_completions: ClassVar[bool] = False
+    """The backend serves raw text completions (:meth:`GenerationRequest.raw`)."""
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -200,5 +221,9 @@ class Backend:
         }
         if request.step is not None:
             key["step"] = request.step
+        if request.prompt is not None:
+            key["prompt"] = request.prompt
+        if request.schema is not None:
+            key["schema"] = request.schema
         blob = json.dumps(key, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate too

@@ -125,6 +125,7 @@ class CachedBackend(Backend):
     def __init__(self, inner: Backend, cache: ResponseCache) -> None:
         super().__init__(inner.model)
         self.kind = inner.kind  # type: ignore[misc]
+        self.raw_completions = inner.raw_completions  # type: ignore[misc]
         self.inner = inner
         self.cache = cache
         self.stats = inner.stats

@@ -36,3 +36,32 @@ def arith_seeds(options: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for p in problems:
         yield p.to_dict()
 
+
+
+@register("seed_source", name="pydoc_topics")
+def pydoc_topics(options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The Python documentation topics that ship with every Python (``pydoc_data.topics``,
+    PSF license) as documents: ``{"id", "title", "text"}``, sorted by title — real prose and
+    code for rephrasing (WRAP) and instruction backtranslation without a download.
+
+    Options: ``min_chars`` (skip shorter topics; default 200), ``max_chars`` (cut longer ones
+    at a paragraph boundary; default 4000).
+
+    Raises:
+        ValueError: an unknown option.
+    """
+    from pydoc_data.topics import topics
+
+    known = {"min_chars", "max_chars"}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"builtin:pydoc_topics: unknown options {sorted(unknown)}; use {sorted(known)}")
+    low, high = int(options.get("min_chars", 200)), int(options.get("max_chars", 4000))
+    for title in sorted(topics):
+        text = topics[title].strip()
+        if len(text) < low:
+            continue
+        if len(text) > high:
+            cut = text.rfind("\n\n", 0, high)
+            text = text[: cut if cut > low else high].rstrip()
+        yield {"id": f"pydoc-{title}", "title": title, "text": text}

@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
@@ -47,6 +48,7 @@ from distillery.generate.candidates import PromptItem, bad_row_record, candidate
 from distillery.generate.prompt import PromptBuilder
 from distillery.io.seeds import BadRow, SeedRow
 from distillery.pipeline.stage import Stage
+from distillery.records import add_verdict, new_record
 
 if TYPE_CHECKING:
     from distillery.recipe import Recipe
@@ -82,6 +84,7 @@ class Strategy:
         outputs: record fields the strategy adds beyond :data:`distillery.records.RECORD_FIELDS`,
             with their Arrow types (written as columns of the dataset).
         mode: the run's mode in the report (``generate`` or ``curate``).
+        sequential: see below.
 
     Args:
         config: the ``generation:`` section.
@@ -91,6 +94,10 @@ class Strategy:
     needs_teacher: ClassVar[bool] = True
     outputs: ClassVar[dict[str, pa.DataType]] = {}
     mode: ClassVar[str] = "generate"
+    sequential: ClassVar[bool] = False
+    """Batches depend on earlier ones (a growing task pool, Self-Instruct): they run in order
+    in one process, a run stops at the first unfinished batch, and :meth:`GenerationContext.history`
+    gives the records of the batches before."""
 
     def __init__(self, config: StrategyConfig, recipe: Recipe) -> None:
         self.config = config
@@ -182,6 +189,9 @@ class GenerationContext:
         id_field: the seed field holding ids.
         skip_bad_rows: record seeds that cannot be prompted as rejected instead of stopping.
         on_candidate: called with every new candidate record (progress display).
+        batch: the batch's index ``k``. history: returns the records of the finished batches
+            before ``k`` in batch order (for :attr:`Strategy.sequential` strategies).
+        base_dir: the recipe's folder (relative paths); run_dir: the run directory.
     """
 
     def __init__(
@@ -195,8 +205,16 @@ class GenerationContext:
         id_field: str | None,
         skip_bad_rows: bool,
         on_candidate: Callable[[dict[str, Any]], None] | None = None,
+        batch: int = 0,
+        history: Callable[[], Iterator[dict[str, Any]]] | None = None,
+        base_dir: str | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.strategy = strategy
+        self.batch = batch
+        self._history = history
+        self.base_dir = base_dir
+        self.run_dir = run_dir
         self.backend = backend
         self.stages = stages
         self.sampling = sampling
@@ -319,6 +337,63 @@ class GenerationContext:
         if self.on_candidate:
             self.on_candidate(record)
         return record
+
+    def record(
+        self,
+        item: PromptItem,
+        response: str | None,
+        sample_index: int = 0,
+        steps: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """A candidate record whose ``response`` does not come from one call: a document
+        (instruction backtranslation), a seed's answer, or text assembled over ``steps``.
+        Its tokens are the sum over ``steps``; an empty response is rejected
+        (``empty_response``). ``item.messages`` is the record's prompt (what a student is trained on)."""
+        backend = self.backend
+        steps = list(steps or [])
+        record = new_record(
+            id=f"{item.seed_id}#{sample_index}",
+            seed_id=item.seed_id,
+            seed_index=item.row.index,
+            seed_source=self.source,
+            seed=item.row.data,
+            prompt=item.messages,
+            response=response,
+            teacher=backend.model if backend else None,
+            backend=backend.kind if backend else "seed",
+            sampling=json.dumps(self.sampling.to_dict(), sort_keys=True) if self.sampling else None,
+            prompt_template_hash=self.strategy.prompt.template_hash,
+            sample_index=sample_index,
+            tokens_in=sum(s.get("tokens_in") or 0 for s in steps),
+            tokens_out=sum(s.get("tokens_out") or 0 for s in steps),
+            finish_reason=steps[-1].get("finish_reason") if steps else None,
+            cached=all(s.get("cached") for s in steps) if steps else None,
+        )
+        if not (response or "").strip():
+            add_verdict(record, "generate", "generate", False, {"reason": "empty_response: no text to keep"})
+        return self.stamp(record, steps, **extra)
+
+    def reject(self, record: dict[str, Any], reason: str, stage: str = "generate", name: str | None = None,
+               raw: str | None = None) -> dict[str, Any]:
+        """Mark ``record`` rejected at ``stage`` with ``reason`` (``category: detail``), keeping
+        the model's ``raw`` text in the verdict's detail; returns the record.
+
+        This is how malformed model output (bad JSON, no list, no score, a refusal) becomes a
+        rejected record with its reason instead of a crash or a silent ``None``."""
+        detail: dict[str, Any] = {"reason": reason}
+        if raw is not None:
+            detail["raw"] = raw
+        if record["accepted"]:
+            add_verdict(record, stage, name or stage, False, detail)
+        return record
+
+    def history(self) -> Iterator[dict[str, Any]]:
+        """The records of the finished batches before this one, in batch order (accepted and
+        rejected; nothing when the strategy is not :attr:`Strategy.sequential`)."""
+        if self._history is None:
+            return iter(())
+        return self._history()
 
     @staticmethod
     def step(name: str, request: GenerationRequest, result: GenerationResult) -> dict[str, Any]:

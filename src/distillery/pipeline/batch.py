@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,14 @@ class Worker:
         await self.aclose()
 
 
+def _history(shards: ShardStore, k: int) -> Callable[[], Iterator[dict[str, Any]]]:
+    def records() -> Iterator[dict[str, Any]]:
+        for b in sorted(shards.done()):
+            if b < k:
+                yield from shards.read(b)
+    return records
+
+
 def _generate_stats(candidates: list[dict[str, Any]], seconds: float) -> StageStats:
     stats = StageStats("generate", "generate", records_in=len(candidates), seconds=seconds)
     for r in candidates:
@@ -157,6 +165,8 @@ async def process_batch(
         worker.strategy, worker.backend, worker.in_loop,
         plan.recipe.teacher.sampling.params() if plan.recipe.teacher else None,  # type: ignore[arg-type]
         reader.path, reader.source_name, plan.recipe.seeds.id_field, plan.skip_bad_rows, on_candidate,
+        batch=k, history=_history(worker.shards, k) if worker.strategy.sequential else None,
+        base_dir=plan.recipe.base_dir, run_dir=plan.run_dir,
     )
     records = [ctx.bad_row(item) for item in items if isinstance(item, BadRow)]  # raises without --skip-bad-rows
     seeds = [item for item in items if isinstance(item, SeedRow)]

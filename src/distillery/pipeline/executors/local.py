@@ -23,7 +23,10 @@ class LocalExecutorConfig(ExecutorConfig):
 
 
 class LocalExecutor(Executor):
-    """Runs batches in order in this process; the progress bar moves with every candidate."""
+    """Runs batches in order in this process; the progress bar moves with every candidate.
+
+    With a :attr:`~distillery.generate.strategy.Strategy.sequential` strategy the run stops at
+    the first batch left unfinished (and its later batches are pending)."""
 
     name = "local"
 
@@ -44,6 +47,8 @@ class LocalExecutor(Executor):
                 outcome = await process_batch(plan, worker, k, items, on_candidate=progress.on_candidate)
                 result.add(outcome)
                 progress.on_batch(len(items), outcome.accepted)
+                if not outcome.done and worker.strategy.sequential:
+                    break  # later batches build on this one: they wait for the re-run that finishes it
         finally:
             if worker is not None:
                 await worker.aclose()

@@ -89,6 +89,10 @@ class RayExecutor(Executor):
     config: RayExecutorConfig
 
     def run(self, plan: Plan, done: dict[int, dict[str, Any]], progress: RunProgress) -> ExecutionResult:
+        strategy = plan.strategy()
+        if strategy.sequential:
+            raise RecipeError(f"executor: ray: generation.strategy {strategy.name!r} builds each batch on the ones "
+                              "before (its task pool), so its batches cannot run in parallel; use executor: local")
         ray = _import_ray()
         cfg = self.config
         address = cfg.address or os.environ.get("RAY_ADDRESS") or None

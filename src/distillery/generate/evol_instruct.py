@@ -1,0 +1,1 @@
+"""Placeholder: this strategy module is being written (issue 9)."""
