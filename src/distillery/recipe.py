@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distillery import registry
 from distillery.backends.config import SamplingConfig, TeacherConfig  # noqa: F401 (part of this module's API)
 from distillery.errors import RecipeError
+from distillery.pipeline.budget import BudgetConfig
 from distillery.registry import RegistryField, config_field
 
 
@@ -133,7 +134,8 @@ class PricingConfig(_Strict):
 
 class Recipe(_Strict):
     """A whole run: seeds, prompt, teacher, generation strategy, verifiers, filters, dedup,
-    decontamination, executor and output. See the README for a commented example.
+    decontamination, executor, output and budget (``budget:``, a hard stop:
+    :mod:`distillery.pipeline.budget`). See the README for a commented example.
 
     The entries of ``generation`` (by ``strategy``), ``verifiers``, ``filters``, ``dedup``,
     ``decontamination`` and ``executor`` (by ``type``) are validated against what is
@@ -160,6 +162,7 @@ class Recipe(_Strict):
     output: OutputConfig = OutputConfig()
     report: ReportConfig = ReportConfig()
     pricing: PricingConfig = PricingConfig()
+    budget: BudgetConfig = BudgetConfig()
     base_dir: str | None = Field(None, exclude=True, description="folder relative paths resolve against")
 
     @model_validator(mode="before")
@@ -201,7 +204,7 @@ class Recipe(_Strict):
         """sha256 (16 hex) of everything that changes the data a run produces (not output
         location or concurrency): two recipes with the same hash can share a run directory."""
         data = _drop_keys(
-            self.model_dump(mode="json", exclude={"output", "base_dir", "description", "pricing", "report", "executor"}),
+            self.model_dump(mode="json", exclude={"output", "base_dir", "description", "pricing", "report", "executor", "budget"}),
             _OPERATIONAL_KEYS,
         )
         data["output_batch_size"] = self.output.batch_size

@@ -85,7 +85,7 @@ class DifficultyConfig(StageConfig):
             cache = cache_location(Path(ctx.run_dir) / f"{self.stage_name}-cache")
         else:
             cache = None
-        return DifficultyFilter(self, StageBackend(self.model, ctx.base_dir, cache), self.verifier.build(ctx))
+        return DifficultyFilter(self, StageBackend(self.model, ctx.base_dir, cache, role="difficulty"), self.verifier.build(ctx))
 
 
 @dataclass

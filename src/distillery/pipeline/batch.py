@@ -24,6 +24,8 @@ from distillery.backends.config import build_backend
 from distillery.generate.strategy import GenerationContext
 from distillery.io.seeds import BadRow, SeedItem, SeedRow
 from distillery.io.shards import ShardStore
+from distillery.pipeline import budget as budget_module
+from distillery.pipeline.budget import BudgetedBackend
 from distillery.pipeline.plan import MAP_SECTIONS, Plan, section_configs
 from distillery.pipeline.stage import BuildContext, Stage, StageStats
 from distillery.records import utc_now
@@ -92,6 +94,8 @@ class Worker:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
+        self.budget = plan.budget()
+        budget_module.activate(self.budget)  # every model call of this process is metered and budgeted
         self.strategy = plan.strategy()
         self.in_loop, self.grouped = build_map_stages(plan, BuildContext(base_dir=plan.recipe.base_dir, run_dir=plan.run_dir))
         self.reader = plan.reader()  # for names and paths only; seeds are read by the executor
@@ -100,7 +104,8 @@ class Worker:
         self.backend: CachedBackend | None = None
         if self.strategy.needs_teacher and plan.recipe.teacher is not None:
             self.cache = ResponseCache(plan.cache_dir)
-            self.backend = CachedBackend(build_backend(plan.recipe.teacher, plan.recipe.base_dir), self.cache)
+            teacher = BudgetedBackend(build_backend(plan.recipe.teacher, plan.recipe.base_dir), "teacher")
+            self.backend = CachedBackend(teacher, self.cache)
 
     @property
     def stages(self) -> list[Stage]:
@@ -108,7 +113,10 @@ class Worker:
         return self.in_loop + self.grouped
 
     async def aclose(self) -> None:
-        """Close stages, strategy, backend and cache."""
+        """Close stages, strategy, backend and cache; save what was spent."""
+        self.budget.save()
+        if budget_module.ACTIVE is self.budget:
+            budget_module.activate(None)
         for stage in self.stages:
             stage.close()
         self.strategy.close()
@@ -209,6 +217,7 @@ async def process_batch(
         "finished_at": utc_now(),
     }
     worker.shards.write(k, records, marker)
+    worker.budget.save()
     outcome.marker = marker
     outcome.accepted = marker["accepted"]
     return outcome

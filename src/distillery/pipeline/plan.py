@@ -26,6 +26,7 @@ from distillery.errors import InputError, RecipeError
 from distillery.generate.candidates import seed_id
 from distillery.generate.strategy import Strategy
 from distillery.io.seeds import BadRow, SeedItem, SeedReader, SeedRow
+from distillery.pipeline.budget import Budget
 from distillery.pipeline.config import StageConfig
 from distillery.recipe import Recipe
 from distillery.records import RECORD_FIELDS
@@ -60,6 +61,8 @@ class Plan:
         skip_bad_rows: record bad seed rows as rejected instead of stopping.
         required: seed fields every row must have (the strategy's and the stages' inputs).
         cache_dir: the response cache (folder, or ``.sqlite`` file).
+        budget_share: the share of the budget left that each worker process may spend
+            (``1/n`` for ``n`` parallel workers; see :mod:`distillery.pipeline.budget`).
     """
 
     recipe: Recipe
@@ -67,6 +70,13 @@ class Plan:
     skip_bad_rows: bool
     required: tuple[str, ...]
     cache_dir: Path
+    budget_share: float = 1.0
+
+    def budget(self) -> Budget:
+        """This process's :class:`~distillery.pipeline.budget.Budget` of the run."""
+        price = self.recipe.pricing
+        return Budget(self.recipe.budget, price.input_per_million, price.output_per_million,
+                      self.run_dir / "budget", self.budget_share)
 
     @classmethod
     def make(cls, recipe: Recipe, run_dir: str | Path, skip_bad_rows: bool = False) -> Plan:

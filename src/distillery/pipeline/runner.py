@@ -14,7 +14,10 @@
 A killed run resumes from the markers: finished batches are skipped, and responses already
 received come from the response cache. Transiently failed requests leave their batch
 unfinished; the run goes on with the others, then stops with :class:`TransientFailures`
-(exit status 1) so that running the same command again retries exactly those requests.
+(exit status 1) so that running the same command again retries exactly those requests. A call
+that would exceed ``budget:`` stops the run after the batch in flight with
+:class:`~distillery.pipeline.budget.BudgetExhausted` (exit status 1); a re-run with a larger
+budget continues.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rich.console import Console
 
 from distillery.errors import DistilleryError, RecipeError
 from distillery.io.shards import ShardStore
+from distillery.pipeline.budget import BudgetExhausted, spent_in
 from distillery.pipeline.plan import Plan
 from distillery.pipeline.progress import RunProgress
 from distillery.pipeline.reduce import reduce
@@ -114,13 +118,20 @@ class Pipeline:
         with RunDir(self.run_dir, self.console) as run_dir:
             shards = ShardStore(self.run_dir / "shards", strategy.outputs)
             recipe_hash = recipe.data_hash()
-            run_dir.prepare(recipe.to_yaml(), recipe_hash, self.fresh, shards.clear)
+            run_dir.prepare(recipe.to_yaml(), recipe_hash, self.fresh, lambda: (shards.clear(), _clear_spending(self.run_dir)))
             shards.clean()
             done = shards.done()
             executor = recipe.executor.build()
             with RunProgress(recipe.seeds.limit, enabled=self.progress, console=self.console) as bar:
                 result = executor.run(plan, done, bar)
             if result.pending:
+                budget = next((result.errors[k] for k in result.errors if k.split(": ")[-1] == "budget"), None)
+                if budget is not None:
+                    raise BudgetExhausted(
+                        f"budget reached: {budget}. {len(result.finished) + len(result.skipped)} batches are finished "
+                        f"and checkpointed, {len(result.pending)} wait; raise the limit under budget: and run the same "
+                        "command again to continue (responses already received are reused)."
+                    )
                 raise TransientFailures(result.transient, result.errors, sorted(result.pending))
             unseen = sorted(set(result.finished) - set(shards.done()))
             if unseen:
@@ -133,9 +144,15 @@ class Pipeline:
                 "backend_calls": result.backend_calls,
                 "cache_hits": result.cache_hits,
                 "executor": executor.name,
+                "model_calls": {role: u.to_dict() for role, u in spent_in(self.run_dir / "budget").items()},
                 "seconds": time.perf_counter() - started,
             }
             return finalize_run(self.run_dir, recipe, strategy, shards.done(), reduced, session, self.console)
+
+
+def _clear_spending(run_dir: Path) -> None:
+    for p in (run_dir / "budget").glob("spent-*.json"):
+        p.unlink()
 
 
 def load_report(run_dir: str | Path) -> dict[str, Any]:

@@ -61,7 +61,9 @@ def build_report(
     Keys: ``funnel`` (``[{stage, in, out}]``, seeds first, accepted last), ``accept_rate``
     (accepted / candidates), ``tokens``, ``wall_time_s`` (sum of batch times over all
     sessions and workers), ``session_wall_s`` (this session, from start to the reduce),
-    ``throughput``, ``failures`` (by kind), ``cost`` (from ``recipe.pricing``), ``cache``,
+    ``throughput``, ``failures`` (by kind), ``model_calls`` (paid calls by role: ``teacher``,
+    ``judge``...: requests, tokens, cost), ``cost`` (every paid call, priced by
+    ``recipe.pricing``; ``per_accepted`` divides it by the accepted records), ``cache``,
     ``stages`` (per stage: in, out, seconds, rejection reasons), ``strategy``, ``executor``.
     """
     agg = aggregate(markers, reduced)
@@ -81,7 +83,12 @@ def build_report(
     gen_seconds = gen.seconds if gen else 0.0
     seconds = t.get("seconds", 0.0)
     price = recipe.pricing
-    cost = (t.get("billed_tokens_in", 0) * price.input_per_million + t.get("billed_tokens_out", 0) * price.output_per_million) / 1e6
+    model_calls = session.get("model_calls") or {}
+    if model_calls:  # every call the run paid for, teacher and stages (judge, difficulty), in all sessions
+        cost = sum(u.get("cost", 0.0) for u in model_calls.values())
+    else:  # a run directory from before calls were counted by role
+        cost = (t.get("billed_tokens_in", 0) * price.input_per_million
+                + t.get("billed_tokens_out", 0) * price.output_per_million) / 1e6
     calls = t.get("backend_calls", 0)
     return {
         "name": recipe.name,
@@ -121,6 +128,7 @@ def build_report(
         "retries": t.get("retries", 0),
         "cache": {"hits": t.get("cache_hits", 0), "backend_calls": calls, "session_backend_calls": session.get("backend_calls", 0)},
         "waves": t.get("waves", 0),
+        "model_calls": model_calls,
         "cost": {
             "currency": price.currency,
             "estimated": round(cost, 6),

@@ -155,7 +155,7 @@ class JudgeConfig(StageConfig):
             cache = cache_location(Path(ctx.run_dir) / f"{self.stage_name}-cache")
         else:
             cache = None
-        return JudgeStage(self, StageBackend(self.model, ctx.base_dir, cache))
+        return JudgeStage(self, StageBackend(self.model, ctx.base_dir, cache, role="judge"))
 
 
 def _template(source: str, what: str) -> jinja2.Template:

@@ -79,13 +79,16 @@ class StageBackend:
         config: the stage's ``TeacherConfig``.
         base_dir: folder relative model paths resolve against (the recipe's).
         cache_path: SQLite response cache, or ``None`` for no cache.
+        role: the name its calls are metered under (the stage's kind: ``judge``, ``difficulty``).
 
     Attributes:
         calls, cache_hits: requests answered by the model and by the cache.
     """
 
-    def __init__(self, config: Any, base_dir: str | Path | None, cache_path: str | Path | None) -> None:
+    def __init__(self, config: Any, base_dir: str | Path | None, cache_path: str | Path | None,
+                 role: str = "stage") -> None:
         self.config = config
+        self.role = role
         self.base_dir = base_dir
         self.cache_path = Path(cache_path) if cache_path else None
         self._local: Backend | None = None
@@ -99,6 +102,9 @@ class StageBackend:
         return self.config.model
 
     def _wrap(self, inner: Backend) -> Backend:
+        from distillery.pipeline.budget import BudgetedBackend
+
+        inner = BudgetedBackend(inner, self.role)  # metered and budgeted below the cache
         if self.cache_path is None:
             return inner
         from distillery.backends.cache import CachedBackend, ResponseCache

@@ -47,8 +47,8 @@ class LocalExecutor(Executor):
                 outcome = await process_batch(plan, worker, k, items, on_candidate=progress.on_candidate)
                 result.add(outcome)
                 progress.on_batch(len(items), outcome.accepted)
-                if not outcome.done and worker.strategy.sequential:
-                    break  # later batches build on this one: they wait for the re-run that finishes it
+                if not outcome.done and (worker.strategy.sequential or worker.budget.exhausted):
+                    break  # later batches build on this one, or the budget is spent: the re-run goes on
         finally:
             if worker is not None:
                 await worker.aclose()

@@ -119,6 +119,7 @@ class RayExecutor(Executor):
                     f"executor.cpus_per_worker: {cfg.cpus_per_worker:g} CPUs per worker, but the cluster has {cpus:g}"
                 )
             n = cfg.workers or max(1, int(cpus // cfg.cpus_per_worker))
+            plan.budget_share = 1.0 / n  # together the workers cannot spend more than the budget left
             remote = ray.remote(num_cpus=cfg.cpus_per_worker, max_restarts=0)(BatchActor)
             idle: list[Any] = []
             in_flight: dict[Any, tuple[Any, int, int]] = {}
