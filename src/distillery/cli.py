@@ -74,6 +74,32 @@ def run(
 
 @app.command()
 @user_errors
+def plan(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    pilot: Annotated[int | None, typer.Option(help="seeds in the pilot (default: the first batch)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="run directory whose cache the pilot fills")] = None,
+    limit: Annotated[int | None, typer.Option(help="use at most this many seeds (overrides seeds.limit)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: key.path=value (JSON)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+) -> None:
+    """Estimate a run before spending: requests, tokens, cost and wall time from a pilot (cached for the run)."""
+    from distillery.pipeline.estimate import estimate, format_plan
+    from distillery.recipe import Recipe
+
+    overrides = _parse_set(set_)
+    if limit is not None:
+        overrides["seeds.limit"] = limit
+    r = Recipe.from_yaml(recipe, overrides)
+    result = estimate(r, run_dir=output, pilot=pilot)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for line in format_plan(result):
+            typer.echo(line)
+
+
+@app.command()
+@user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
     as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of the table")] = False,

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from distillery.backends.cache import CachedBackend, ResponseCache
@@ -88,18 +89,21 @@ class Worker:
 
     Args:
         plan: the run's plan.
+        shards_dir: where finished batches are written (default ``<run_dir>/shards``; the
+            pilot of ``distillery plan`` writes elsewhere, and shares the rest of the run
+            directory: caches and spending).
 
     Use as an async context manager, or call :meth:`aclose`.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, shards_dir: Path | None = None) -> None:
         self.plan = plan
         self.budget = plan.budget()
         budget_module.activate(self.budget)  # every model call of this process is metered and budgeted
         self.strategy = plan.strategy()
         self.in_loop, self.grouped = build_map_stages(plan, BuildContext(base_dir=plan.recipe.base_dir, run_dir=plan.run_dir))
         self.reader = plan.reader()  # for names and paths only; seeds are read by the executor
-        self.shards = ShardStore(plan.run_dir / "shards", self.strategy.outputs)
+        self.shards = ShardStore(shards_dir or plan.run_dir / "shards", self.strategy.outputs)
         self.cache: ResponseCache | None = None
         self.backend: CachedBackend | None = None
         if self.strategy.needs_teacher and plan.recipe.teacher is not None:
