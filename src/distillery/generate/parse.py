@@ -134,7 +134,7 @@ def strip_wrapping(text: str | None) -> str:
     m = _FENCE.fullmatch(t)
     if m:
         t = m.group(1).strip()
-    t = re.sub(r"^(?:#+\s*)?\**(?:new |rewritten |rephrased |evolved )?(?:instruction|question|prompt|task|query|rewrite)\**\s*[:：]\s*", "", t, flags=re.I)
+    t = re.sub(r"^(?:#+\s*)?\**(?:new |rewritten |rephrased |evolved )?(?:instruction|question|prompt|task|query|rewrite)\**\s*[:：]\s*(?:\*\*\s*)?", "", t, flags=re.I)
     if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'":
         t = t[1:-1].strip()
     return t
