@@ -101,8 +101,9 @@ _SCORE = re.compile(r"(?<![\d.])([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*([0-9]+))?")
 
 
 def score(text: str | None, low: int = 1, high: int = 5, key: str = "score") -> tuple[float | None, str | None]:
-    """A numeric rating in ``[low, high]`` from ``text``: a JSON object's ``key``, ``Score: 4``,
-    ``4/5`` or the first number in range (the last one after a "score" word wins).
+    """A numeric rating in ``[low, high]`` from ``text``: a JSON object's ``key``, else the first
+    number in range after the *last* "score"/"rating"/"grade" word that one follows (``Score: 4``,
+    ``4/5``), else the first number in range anywhere.
 
     Returns:
         ``(value, None)``, or ``(None, "no_score: ...")``.
@@ -112,16 +113,16 @@ def score(text: str | None, low: int = 1, high: int = 5, key: str = "score") -> 
     value, _ = extract_json(text, dict)
     if isinstance(value, dict) and isinstance(value.get(key), int | float) and low <= value[key] <= high:
         return float(value[key]), None
-    tail = text
-    m = re.search(r"(?i)\b(?:score|rating|grade)\b", text)
-    if m:
-        tail = text[m.end():]
-    for m in _SCORE.finditer(tail):
-        v = float(m.group(1))
-        if m.group(2) and float(m.group(2)) != high:
-            continue
-        if low <= v <= high:
-            return v, None
+    # after the last "score" word that a rating follows ("I'd score it 3 at first... Score: 2" is 2),
+    # else the first number in range anywhere
+    words = [m.end() for m in re.finditer(r"(?i)\b(?:score|rating|grade)\b", text)]
+    for start in [*reversed(words), 0]:
+        for m in _SCORE.finditer(text[start:]):
+            v = float(m.group(1))
+            if m.group(2) and float(m.group(2)) != high:
+                continue
+            if low <= v <= high:
+                return v, None
     return None, f"no_score: no rating in [{low}, {high}] found in {_clip(text)!r}"
 
 

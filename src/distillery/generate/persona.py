@@ -1,1 +1,369 @@
-"""Placeholder: this strategy module is being written (issue 9)."""
+"""``generation: {strategy: persona}``: persona-conditioned generation (Persona Hub).
+
+After Ge et al., 2024, "Scaling Synthetic Data Creation with 1,000,000,000 Personas": a pool
+of personas (short descriptions of people) steers a teacher into writing varied prompts — the
+paper's *persona-to-X* prompting: "create a math problem this persona would face", "a request
+this persona would send to an assistant". For each seed and each of ``samples`` samples, one
+persona is drawn from the pool (seeded: ``random.Random(f"{seed}-{seed_id}-{sample}")``, so a
+re-run draws the same ones), then two calls are made:
+
+1. ``create`` (template named by ``task``: ``math``, ``instruction`` or ``reasoning``) asks
+   the teacher to write a prompt for that persona, optionally about the seed's fields (the
+   shipped templates use a seed's ``topic`` when it has one);
+2. ``respond`` (template ``respond``, default just ``{{ instruction }}``) answers it.
+
+The record's ``prompt`` is the ``respond`` messages (the created instruction: what the student
+trains on), its ``response`` the answer; the ``create`` call is in ``steps``. Each record
+carries ``persona`` (the text) and ``persona_index`` (its 0-based position in the pool).
+Malformed ``create`` output (empty after removing labels, a refusal) is rejected with the raw
+text; so is a refused answer. The recipe's ``prompt:`` section is not used.
+
+The pool is a text file (one persona a line; blank lines and ``#`` comments skipped) or JSONL
+(``.jsonl`` / ``.jsonl.gz``, one object a line with a ``persona`` string field, as the
+Persona Hub release is shaped). The shipped pool (``data/personas.txt``, ~60 personas written
+for distillery) is the default.
+
+This module also holds helpers the other attribute-driven strategies share (:func:`refusal`,
+:func:`step_failure`, :func:`strip_preamble`, :func:`required_variables`, :func:`combined`).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import random
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+import pyarrow as pa
+from pydantic import Field
+
+from distillery.backends.base import GenerationRequest, GenerationResult, SamplingParams
+from distillery.errors import RecipeError
+from distillery.generate.candidates import PromptItem, seed_id
+from distillery.generate.parse import strip_wrapping
+from distillery.generate.prompt import PromptBuilder
+from distillery.generate.strategy import GenerationContext, Strategy
+from distillery.generate.templates import TemplatedConfig
+from distillery.io.seeds import BadRow, SeedRow
+from distillery.records import add_verdict, conversation
+from distillery.registry import register
+
+# -- helpers shared with the attributes, rephrase and backtranslation strategies ---------------
+
+_REFUSAL = re.compile(
+    r"^\W*(?:i\s*(?:'|’)?m\s+sorry|i\s+am\s+sorry|sorry\b|i\s+apologi[sz]e|i\s+(?:cannot|can\s*(?:'|’)?t|can\s+not|won\s*(?:'|’)?t)"
+    r"\s+(?:help|assist|do|provide|create|write|comply|fulfil|rephrase|rewrite)|i\s*(?:'|’)?m\s+(?:not\s+able|unable)\s+to"
+    r"|i\s+am\s+(?:not\s+able|unable)\s+to|as\s+an\s+ai\b)",
+    re.I,
+)
+
+
+def refusal(text: str | None) -> bool:
+    """Whether ``text`` opens as a refusal ("I'm sorry, but I can't...", "As an AI...")."""
+    return bool(text) and bool(_REFUSAL.match(text.strip()[:200]))
+
+
+def step_failure(result: GenerationResult, step: str, sampling: SamplingParams | None) -> str | None:
+    """Why the intermediate call ``step`` gave nothing usable (``category: detail``), or ``None``.
+
+    The categories are those of a final call (:func:`distillery.generate.candidates.candidate_record`):
+    ``<error_kind>`` (a permanent failure), ``content_filter``, ``empty_response``, ``truncated``.
+    Transient failures never reach here (:meth:`GenerationContext.keep`).
+    """
+    if result.error_kind is not None:
+        return f"{result.error_kind}: the {step} step failed: {result.error}"
+    if result.finish_reason == "content_filter":
+        return f"content_filter: the server withheld the {step} step's response"
+    if not (result.text or "").strip():
+        return f"empty_response: the {step} step returned no text"
+    if result.finish_reason == "length":
+        limit = sampling.max_tokens if sampling else "?"
+        return f"truncated: the {step} step was cut off at max_tokens={limit}"
+    return None
+
+
+_PREAMBLE = re.compile(
+    r"\A\s*(?:sure|certainly|of course|okay|ok|absolutely|great)?[!,.]*\s*"
+    r"(?:here(?:'|’)?s|here\s+is|here\s+are|below\s+is)\b[^\n]{0,160}?:\s*\n+(?=\S)",
+    re.I,
+)
+
+
+def strip_preamble(text: str) -> tuple[str, str | None]:
+    """``text`` without a chat preamble line ("Sure! Here's a simpler version:"), and the line
+    removed (``None`` when there was none). Text that is nothing but a preamble is returned whole."""
+    m = _PREAMBLE.match(text)
+    if not m:
+        return text, None
+    return text[m.end():], text[: m.end()].strip()
+
+
+def set_response(record: dict[str, Any], text: str, removed: str) -> None:
+    """Replace ``record``'s response with ``text`` (its ``completion`` and ``messages`` follow),
+    noting the ``removed`` preamble in a passed ``preamble`` verdict."""
+    record["response"] = text
+    record["completion"], record["messages"] = conversation(record["prompt"], text)
+    add_verdict(record, "generate", "preamble", True, {"removed": removed})
+
+
+_PARSE = jinja2.Environment()
+
+
+def template_variables(builder: PromptBuilder) -> set[str]:
+    """Every variable ``builder``'s templates (user and system) read."""
+    names: set[str] = set()
+    for source in (builder.template, builder.system or ""):
+        names |= jinja2.meta.find_undeclared_variables(_PARSE.parse(source))
+    return names
+
+
+def required_variables(builder: PromptBuilder, provided: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Variables of ``builder``'s templates that seeds must supply: every variable but those in
+    ``provided`` (the strategy fills them) and those the template treats as optional
+    (tested with ``is defined`` / ``is undefined`` or given a ``default``)."""
+    names: set[str] = set()
+    optional: set[str] = set()
+    for source in (builder.template, builder.system or ""):
+        ast = _PARSE.parse(source)
+        names |= jinja2.meta.find_undeclared_variables(ast)
+        for node in ast.find_all((jinja2.nodes.Test, jinja2.nodes.Filter)):
+            if isinstance(node.node, jinja2.nodes.Name) and node.name in ("defined", "undefined", "default", "d"):
+                optional.add(node.node.name)
+    return names - optional - set(provided)
+
+
+def combined(builders: list[PromptBuilder]) -> PromptBuilder:
+    """One builder whose ``template_hash`` identifies all of ``builders`` (a record's
+    ``prompt_template_hash`` for a strategy with several templates); never rendered."""
+    system = "\n\n".join(b.system for b in builders if b.system) or None
+    return PromptBuilder("\n\n".join(b.template for b in builders), system=system)
+
+
+# -- the persona pool ---------------------------------------------------------------------------
+
+SHIPPED_POOL = "personas.txt"
+
+
+def shipped_pool_path() -> Path:
+    """The path of the shipped persona pool (``distillery/generate/data/personas.txt``)."""
+    return Path(str(resources.files("distillery.generate") / "data" / SHIPPED_POOL))
+
+
+def load_personas(path: str | Path) -> list[str]:
+    """The personas of a pool file, in file order.
+
+    A ``.jsonl`` / ``.jsonl.gz`` file has one JSON object a line with a non-empty ``persona``
+    string; any other file has one persona a line. Blank lines (and, in text files, lines
+    starting with ``#``) are skipped.
+
+    Raises:
+        RecipeError: the file is missing or unreadable, has no persona, or (JSONL) a line is
+            not a JSON object with a ``persona`` string (the message names the file and line).
+    """
+    p = Path(path).expanduser()
+    try:
+        stat = p.stat()
+    except OSError:
+        raise RecipeError(f"generation.personas: file not found: {p}") from None
+    return list(_read_pool(str(p.resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_pool(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:  # keyed by mtime/size: edits are seen
+    jsonl = path.lower().endswith((".jsonl", ".jsonl.gz"))
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    personas: list[str] = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line or (not jsonl and line.startswith("#")):
+                    continue
+                if not jsonl:
+                    personas.append(line)
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise RecipeError(f"{path}:{line_no}: not valid JSON ({e.msg}); a JSONL persona pool has one "
+                                      '{"persona": "..."} object a line') from None
+                if not isinstance(obj, dict) or "persona" not in obj:
+                    keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+                    raise RecipeError(f"{path}:{line_no}: no 'persona' field (found: {keys})")
+                persona = obj["persona"]
+                if not isinstance(persona, str) or not persona.strip():
+                    raise RecipeError(f"{path}:{line_no}: 'persona' must be a non-empty string")
+                personas.append(persona.strip())
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"generation.personas: cannot read {path}: {e}") from None
+    if not personas:
+        raise RecipeError(f"{path}: the persona pool is empty (one persona a line, or JSONL with a 'persona' field)")
+    return tuple(personas)
+
+
+def draw_persona(pool: list[str], seed: int, seed_key: str, sample: int) -> int:
+    """The pool index drawn for sample ``sample`` of seed ``seed_key``:
+    ``random.Random(f"{seed}-{seed_key}-{sample}").randrange(len(pool))`` (stable across runs,
+    machines and batch sizes)."""
+    return random.Random(f"{seed}-{seed_key}-{sample}").randrange(len(pool))
+
+
+_LABEL = re.compile(r"^(?:#+\s*)?\**(?:(?:new|math|word|logic(?:al)?|reasoning)\s+)*(?:problem|request|puzzle)\**\s*[:：]\**\s*", re.I)
+_SOLUTION = re.compile(r"\n\s*(?:#+\s*)?\**(?:solution|answer|step[- ]by[- ]step solution)\**\s*[:：]", re.I)
+
+
+def clean_instruction(text: str | None) -> tuple[str | None, str | None]:
+    """The prompt a ``create`` call wrote, without labels (``Problem:``, ``**Request:**``),
+    quotes, a fence, or a solution the model added after it.
+
+    Returns:
+        ``(instruction, None)`` or ``(None, reason)``: ``refusal: ...``, ``empty_instruction: ...``
+        or ``too_short: ...`` (fewer than 3 words).
+    """
+    if refusal(text):
+        return None, "refusal: the teacher declined to write the prompt"
+    t = strip_wrapping(text)
+    t = _LABEL.sub("", t, count=1).strip()
+    m = _SOLUTION.search(t)
+    if m:
+        t = t[: m.start()].rstrip()
+    t = strip_wrapping(t)
+    if not t:
+        return None, f"empty_instruction: no prompt in {' '.join((text or '').split())[:80]!r}"
+    if len(t.split()) < 3:
+        return None, f"too_short: the prompt {t[:80]!r} has {len(t.split())} word(s) (< 3)"
+    return t, None
+
+
+# -- the strategy --------------------------------------------------------------------------------
+
+@register("strategy")
+class PersonaConfig(TemplatedConfig):
+    """Persona-conditioned generation (Ge et al., 2024, "Scaling Synthetic Data Creation with
+    1,000,000,000 Personas"; see the module doc).
+
+    Attributes:
+        personas: the persona pool file (text: one a line; or ``.jsonl`` with a ``persona``
+            field), relative to the recipe's folder; ``None``: the shipped pool.
+        task: which ``create`` template writes the prompt: ``math`` (a math word problem the
+            persona would face), ``instruction`` (a request the persona would send an
+            assistant) or ``reasoning`` (a logic puzzle from the persona's world); override a
+            template's text under ``templates`` to make a task of your own.
+        samples: personas drawn per seed (one record each; sample indexes ``0..samples-1``).
+        seed: seed of the persona draws.
+        templates: overrides of ``math``, ``instruction``, ``reasoning``, ``respond``.
+    """
+
+    strategy: Literal["persona"] = "persona"
+    personas: str | None = None
+    task: str = "instruction"
+    samples: int = Field(1, ge=1)
+    seed: int = 0
+
+    def build(self, recipe: Any) -> Persona:
+        return Persona(self, recipe)
+
+
+class Persona(Strategy):
+    """Draws a persona per (seed, sample), has the teacher write a prompt for it, then answer it.
+
+    Raises:
+        RecipeError: (on construction) the pool file is missing, empty or malformed, or
+            ``task`` names no template.
+    """
+
+    config: PersonaConfig
+    outputs = {"persona": pa.string(), "persona_index": pa.int64()}
+    PROVIDED = frozenset({"persona", "seed"})
+
+    def __init__(self, config: PersonaConfig, recipe: Any) -> None:
+        super().__init__(config, recipe)
+        self.templates = config.load_templates(recipe.base_dir)
+        tasks = sorted(n for n in self.templates if n != "respond")
+        if config.task not in tasks:
+            raise RecipeError(f"generation.task: {config.task!r} is not a persona task; use one of {', '.join(tasks)}")
+        self.create = self.templates[config.task]
+        self.respond = self.templates["respond"]
+        # the pool is read here (a small file, cached) so that a bad one stops the recipe before any work
+        self.pool_path = self._pool_path(config, recipe)
+        self.pool = load_personas(self.pool_path)
+        self.prompt = combined([self.create, self.respond])
+
+    @staticmethod
+    def _pool_path(config: PersonaConfig, recipe: Any) -> Path:
+        if config.personas is None:
+            return shipped_pool_path()
+        p = Path(config.personas).expanduser()
+        if not p.is_absolute() and recipe.base_dir is not None:
+            p = Path(recipe.base_dir) / p
+        return p
+
+    @property
+    def inputs(self) -> set[str]:
+        return required_variables(self.create, self.PROVIDED) | required_variables(self.respond, self.PROVIDED | {"instruction"})
+
+    def describe(self) -> str:
+        c = self.config
+        pool = "the shipped pool" if c.personas is None else f"`{c.personas}`"
+        return (f"**Generation**: persona-conditioned (Persona Hub, Ge et al., 2024): {c.samples} persona(s) per seed "
+                f"drawn from {pool} ({len(self.pool)} personas, seed {c.seed}); the teacher wrote a `{c.task}` prompt "
+                "for each persona, then answered it. The record's prompt is the written prompt.")
+
+    async def generate(self, seeds: list[SeedRow], ctx: GenerationContext) -> list[dict[str, Any]]:
+        c = self.config
+        plan: list[tuple[SeedRow, str, int, int, list[dict[str, str]]]] = []  # row, seed id, sample, persona index, messages
+        records: list[dict[str, Any]] = []
+        for row in seeds:
+            sid = seed_id(row, ctx.id_field, ctx.source_name)
+            for k in range(c.samples):
+                index = draw_persona(self.pool, c.seed, sid, k)
+                try:
+                    messages = self.create.messages({**row.data, "seed": row.data, "persona": self.pool[index]})
+                except KeyError as e:
+                    records.append(ctx.bad_row(BadRow(row.index, row.line, f"missing_field: {e.args[0]}")))
+                    break
+                plan.append((row, sid, k, index, messages))
+        ctx.prompted += len({p[1] for p in plan})
+
+        creates = [GenerationRequest.make(m, ctx.sampling, k, step="create") for _, _, k, _, m in plan]
+        made: dict[int, dict[str, Any]] = {}
+        answers: list[tuple[int, PromptItem, dict[str, Any]]] = []  # plan position, respond item, create step
+        async for i, result in ctx.stream(creates):
+            if not ctx.keep(result):
+                continue
+            row, sid, k, index, messages = plan[i]
+            extra = {"persona": self.pool[index], "persona_index": index}
+            instruction, reason = clean_instruction(result.text)
+            if step_failure(result, "create", ctx.sampling) or reason:
+                # the record keeps the create call's prompt and raw text; candidate() rejects failed,
+                # empty and truncated results itself, reject() the rest
+                record = ctx.candidate(PromptItem(row, sid, messages), result, k, **extra)
+                made[i] = ctx.reject(record, reason or "", raw=result.text) if reason else record
+                continue
+            try:
+                respond = self.respond.messages({**row.data, "seed": row.data, "persona": self.pool[index],
+                                                 "instruction": instruction})
+            except KeyError as e:
+                record = ctx.candidate(PromptItem(row, sid, messages), result, k, **extra)
+                made[i] = ctx.reject(record, f"missing_field: the respond template needs {e.args[0]}")
+                continue
+            answers.append((i, PromptItem(row, sid, respond), ctx.step("create", creates[i], result)))
+
+        requests = [GenerationRequest.make(item.messages, ctx.sampling, plan[i][2], step="respond") for i, item, _ in answers]
+        async for j, result in ctx.stream(requests):
+            if not ctx.keep(result):
+                continue
+            i, item, step = answers[j]
+            index = plan[i][3]
+            record = ctx.candidate(item, result, plan[i][2], [step], persona=self.pool[index], persona_index=index)
+            if record["accepted"] and refusal(result.text):
+                ctx.reject(record, "refusal: the teacher declined to answer the prompt it wrote", raw=result.text)
+            made[i] = record
+        return records + [made[i] for i in sorted(made)]
