@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from distillery import registry
 from distillery.backends.base import Backend, SamplingParams
@@ -52,6 +59,12 @@ class TeacherConfig(_Strict):
         retry_budget_s: most seconds one request may spend, retries and backoff included, before
             it fails transiently (it is retried on the next run, never recorded as a verdict).
         batch_size, device, dtype: ``transformers`` backend.
+        structured_output: send the JSON schema of the strategy steps that want JSON as
+            ``response_format: {type: json_schema}`` (``openai`` backend). vLLM, SGLang and the
+            OpenAI API constrain the answer to the schema; ``transformers serve`` and some other
+            servers reject the field (HTTP 4xx), so it is off by default. It changes what the
+            teacher writes, so it is part of the recipe's data hash. The ``transformers``
+            backend ignores it (strategies parse the text robustly either way).
         options: backend-specific options (for backends plugins add).
     """
 
@@ -67,6 +80,7 @@ class TeacherConfig(_Strict):
     device: str = "auto"
     dtype: str = "auto"
     sampling: SamplingConfig = SamplingConfig()
+    structured_output: bool = False
     options: dict[str, Any] = {}
 
     @field_validator("backend")
@@ -75,6 +89,15 @@ class TeacherConfig(_Strict):
         if value not in registry.names("backend"):
             raise ValueError(registry.unknown_message("backend", value))
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_defaults_added_later(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # ``structured_output`` is left out while off, so the data hash (and run directories)
+        # of recipes written before it existed stay the same
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("structured_output", True):
+            data.pop("structured_output")
+        return data
 
     def api_key(self) -> str | None:
         """The API key from :attr:`api_key_env`.

@@ -1,6 +1,15 @@
 """Backend for any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp,
 Ollama, ``transformers serve``, OpenAI itself), through the official ``openai`` async client.
 
+Chat requests go to ``/v1/chat/completions``; raw text completions
+(:meth:`~distillery.backends.base.GenerationRequest.raw`, the prompt sent as it is, no chat
+template applied: Magpie's pre-query prefix) go to ``/v1/completions`` (served by vLLM,
+SGLang, llama.cpp and ``transformers serve``; OpenAI's hosted chat models do not). With
+``structured_output`` on, a request's JSON schema is sent as
+``response_format={"type": "json_schema", ...}`` (vLLM, SGLang and OpenAI constrain the
+answer to it; some servers, ``transformers serve`` among them, reject the field, so it is off
+by default and strategies parse the text robustly either way).
+
 Concurrency is bounded by a semaphore, held only while a request is on the wire (a request
 that backs off gives its slot to another); each request has a timeout; 429, 408, 409, 5xx,
 timeouts, connection errors and garbled bodies (not JSON, or JSON without ``choices``) are
@@ -14,6 +23,7 @@ that every retry is counted here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import time
@@ -30,7 +40,7 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class BadResponse(Exception):
-    """A 200 answer whose body is not a chat completion."""
+    """A 200 answer whose body is not a completion (no ``choices``, no text)."""
 
 
 def classify_error(exc: BaseException) -> tuple[str, bool]:
@@ -69,7 +79,7 @@ def _retry_after(exc: BaseException) -> float | None:
 
 @register("backend", name="openai")
 class OpenAIBackend(Backend):
-    """Chat completions against an OpenAI-compatible server.
+    """Chat and raw text completions against an OpenAI-compatible server.
 
     Args:
         model: the model name the server knows.
@@ -81,9 +91,11 @@ class OpenAIBackend(Backend):
         retry_budget_s: most seconds one request may take, retries and backoff included.
         backoff_base_s, backoff_cap_s: backoff schedule, seconds.
         extra_body: extra JSON fields sent with every request (server-specific options).
+        structured_output: send a request's JSON schema as ``response_format`` (see the module doc).
     """
 
     kind = "openai"
+    raw_completions = True
 
     def __init__(
         self,
@@ -97,6 +109,7 @@ class OpenAIBackend(Backend):
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 20.0,
         extra_body: dict[str, Any] | None = None,
+        structured_output: bool = False,
     ) -> None:
         super().__init__(model)
         self.base_url = base_url
@@ -110,13 +123,15 @@ class OpenAIBackend(Backend):
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.extra_body = extra_body or {}
+        self.structured_output = structured_output
         self._rng = random.Random(0)
         self._semaphore: asyncio.Semaphore | None = None
 
     @classmethod
     def from_config(cls, config: Any, base_dir: Any = None) -> OpenAIBackend:
         """From a ``teacher:`` section (``base_url``, ``api_key_env``, ``concurrency``,
-        ``timeout_s``, ``max_retries``, ``retry_budget_s``; ``options`` go into every request's body).
+        ``timeout_s``, ``max_retries``, ``retry_budget_s``, ``structured_output``; ``options`` go
+        into every request's body).
 
         Raises:
             distillery.errors.RecipeError: ``api_key_env`` names an unset variable.
@@ -130,6 +145,7 @@ class OpenAIBackend(Backend):
             max_retries=config.max_retries,
             retry_budget_s=config.retry_budget_s,
             extra_body=dict(config.options) or None,
+            structured_output=getattr(config, "structured_output", False),
         )
 
     async def preflight(self) -> None:
@@ -165,33 +181,54 @@ class OpenAIBackend(Backend):
                 f"(HTTP {e.status_code}: {str(e.message)[:200]}){offered}"
             ) from e
 
-    async def _one(self, request: GenerationRequest) -> GenerationResult:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.concurrency)
+    def cache_key(self, request: GenerationRequest) -> str:
+        """The base key, told apart when the request's schema is sent as ``response_format``
+        (an answer constrained to the schema is another answer than a free one)."""
+        key = super().cache_key(request)
+        if self.structured_output and request.schema is not None and request.prompt is None:
+            key = hashlib.sha256(f"{key}|structured_output".encode()).hexdigest()
+        return key
+
+    def _kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """The request body: chat messages, or a raw ``prompt`` (``/v1/completions``)."""
         sampling = request.sampling
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": request.message_dicts(),
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-        }
+        kwargs: dict[str, Any] = {"model": self.model}
+        if request.prompt is not None:
+            kwargs["prompt"] = request.prompt
+        else:
+            kwargs["messages"] = request.message_dicts()
+            if self.structured_output and request.schema is not None:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": json.loads(request.schema), "strict": False},
+                }
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens)
         seed = sampling.seed_for(request.sample_index)
         if seed is not None:
             kwargs["seed"] = seed
         if sampling.stop:
             kwargs["stop"] = list(sampling.stop)
+        return kwargs
+
+    async def _one(self, request: GenerationRequest) -> GenerationResult:
+        """One request (chat, or a raw completion when ``request.prompt`` is set), with retries."""
+        if request.prompt is not None:
+            return await self._call(self.client.completions.create, self._kwargs(request), raw=True)
+        return await self._call(self.client.chat.completions.create, self._kwargs(request), raw=False)
+
+    async def _call(self, create: Callable[..., Any], kwargs: dict[str, Any], raw: bool) -> GenerationResult:
+        """``create(**kwargs)`` under the semaphore, retried with backoff (see the module doc)."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
         start = time.perf_counter()
         retries = 0
         while True:
             async with self._semaphore:  # held while on the wire only, not while backing off
                 try:
                     self.stats.calls += 1
-                    response = await asyncio.wait_for(
-                        self.client.chat.completions.create(**kwargs, extra_body=self.extra_body),
-                        timeout=self.timeout_s + 5,
-                    )
-                    return self._result(response, start, retries)
+                    response = await asyncio.wait_for(create(**kwargs, extra_body=self.extra_body),
+                                                      timeout=self.timeout_s + 5)
+                    return self._result(response, start, retries, raw)
                 except (TimeoutError, openai.OpenAIError, BadResponse, json.JSONDecodeError) as exc:
                     failure = exc  # a body that is not JSON comes as JSONDecodeError from the client
             kind, retryable = classify_error(failure)
@@ -216,19 +253,24 @@ class OpenAIBackend(Backend):
             retries += 1
             await asyncio.sleep(delay)
 
-    def _result(self, response: Any, start: float, retries: int) -> GenerationResult:
-        """The result of a 200 answer.
+    def _result(self, response: Any, start: float, retries: int, raw: bool = False) -> GenerationResult:
+        """The result of a 200 answer (``raw``: of ``/v1/completions``, whose text is ``choices[0].text``).
 
         Raises:
-            BadResponse: the body is not a chat completion (no ``choices``, no message, text not a string).
+            BadResponse: the body is not a completion (no ``choices``, no message or text, text not a string).
         """
         choices = getattr(response, "choices", None)
         if not choices:
             raise BadResponse(f"the answer has no choices: {str(response)[:200]}")
-        message = getattr(choices[0], "message", None)
-        text = getattr(message, "content", None) if message is not None else None
-        if message is None or not isinstance(text, str | None):
-            raise BadResponse(f"the answer's first choice has no text message: {str(choices[0])[:200]}")
+        if raw:
+            text = getattr(choices[0], "text", None)
+            if not isinstance(text, str):  # a completion's text is never null
+                raise BadResponse(f"the answer's first choice has no text: {str(choices[0])[:200]}")
+        else:
+            message = getattr(choices[0], "message", None)
+            text = getattr(message, "content", None) if message is not None else None
+            if message is None or not isinstance(text, str | None):
+                raise BadResponse(f"the answer's first choice has no text message: {str(choices[0])[:200]}")
         usage = getattr(response, "usage", None)
         tokens_in = (getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
         tokens_out = (getattr(usage, "completion_tokens", 0) or 0) if usage else 0

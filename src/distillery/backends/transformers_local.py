@@ -3,6 +3,12 @@
 Same interface and result fields as the HTTP backend, on CPU or GPU. Requests are grouped
 by sampling parameters, sorted by prompt length (less padding), and generated in batches of
 ``batch_size`` with left padding.
+
+Chat requests are rendered with the model's chat template (``add_generation_prompt``); a raw
+text completion (:meth:`~distillery.backends.base.GenerationRequest.raw`, Magpie's pre-query
+prefix) is tokenized as it is, without special tokens added (the text already carries the
+template's BOS, if it has one), and continued. JSON schemas are not enforced here (no
+constrained decoding); strategies parse the text robustly either way.
 """
 
 from __future__ import annotations
@@ -57,6 +63,14 @@ def load_model_and_tokenizer(model: str, device: str = "auto", dtype: str = "aut
     return lm, tokenizer
 
 
+def _prompt_chars(request: GenerationRequest) -> int:
+    """Characters of a request's prompt (raw text, or every message's content): the sort key
+    that puts prompts of similar length in one batch."""
+    if request.prompt is not None:
+        return len(request.prompt)
+    return sum(len(c) for _, c in request.messages)
+
+
 @register("backend", name="transformers")
 class TransformersBackend(Backend):
     """A local ``transformers`` model as a teacher.
@@ -71,6 +85,7 @@ class TransformersBackend(Backend):
     """
 
     kind = "transformers"
+    raw_completions = True
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
                  path: str | None = None) -> None:
@@ -108,7 +123,9 @@ class TransformersBackend(Backend):
 
         tok, lm = self._tok, self._lm
         texts = [
-            tok.apply_chat_template(r.message_dicts(), tokenize=False, add_generation_prompt=True) for r in requests
+            r.prompt if r.prompt is not None
+            else tok.apply_chat_template(r.message_dicts(), tokenize=False, add_generation_prompt=True)
+            for r in requests
         ]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
         if sampling.seed is not None or sampling.temperature > 0:
@@ -165,7 +182,7 @@ class TransformersBackend(Backend):
         for i, r in enumerate(requests):
             groups[r.sampling].append(i)
         for sampling, idx in groups.items():
-            idx.sort(key=lambda i: sum(len(c) for _, c in requests[i].messages))
+            idx.sort(key=lambda i: _prompt_chars(requests[i]))
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
                 try:

@@ -255,13 +255,8 @@ def call_problem(result: GenerationResult, what: str, max_tokens: int | None = N
 def rejected_record(ctx: GenerationContext, item: PromptItem, sample_index: int, steps: list[dict[str, Any]],
                     reason: str, raw: str | None = None, response: str | None = None, **outputs: Any) -> dict[str, Any]:
     """A record rejected at stage ``generate`` with ``reason`` (the model's ``raw`` text kept in
-    the verdict), built by :meth:`GenerationContext.record` so it has every field; without a
-    ``response`` its reason is ``reason``, not ``empty_response``."""
-    record = ctx.record(item, response, sample_index, steps, **outputs)
-    if not (response or "").strip():  # ctx.record's empty_response verdict: replaced by the real reason
-        record["verdicts"].clear()
-        record["accepted"], record["reject_stage"], record["reject_reason"] = True, None, None
-    return ctx.reject(record, reason, raw=raw)
+    the verdict), built by :meth:`GenerationContext.record` so it has every field."""
+    return ctx.record(item, response, sample_index, steps, reject=reason, raw=raw, **outputs)
 
 
 # -- the strategy ----------------------------------------------------------------------------------

@@ -344,12 +344,20 @@ class GenerationContext:
         response: str | None,
         sample_index: int = 0,
         steps: list[dict[str, Any]] | None = None,
+        reject: str | None = None,
+        raw: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """A candidate record whose ``response`` does not come from one call: a document
         (instruction backtranslation), a seed's answer, or text assembled over ``steps``.
-        Its tokens are the sum over ``steps``; an empty response is rejected
-        (``empty_response``). ``item.messages`` is the record's prompt (what a student is trained on)."""
+        ``item.messages`` is the record's prompt (what a student is trained on). Its
+        ``tokens_in``/``tokens_out`` are unset (no one call produced the response; each step
+        carries its own, and the run's ledger counts every call), so a ``length`` filter
+        measures the response itself.
+
+        With ``reject`` (``category: detail``) the record is rejected for that reason, the
+        model's ``raw`` text kept in the verdict (a step failed before there was a response);
+        otherwise an empty response is rejected as ``empty_response``."""
         backend = self.backend
         steps = list(steps or [])
         record = new_record(
@@ -365,12 +373,12 @@ class GenerationContext:
             sampling=json.dumps(self.sampling.to_dict(), sort_keys=True) if self.sampling else None,
             prompt_template_hash=self.strategy.prompt.template_hash,
             sample_index=sample_index,
-            tokens_in=sum(s.get("tokens_in") or 0 for s in steps),
-            tokens_out=sum(s.get("tokens_out") or 0 for s in steps),
             finish_reason=steps[-1].get("finish_reason") if steps else None,
             cached=all(s.get("cached") for s in steps) if steps else None,
         )
-        if not (response or "").strip():
+        if reject is not None:
+            self.reject(record, reject, raw=raw)
+        elif not (response or "").strip():
             add_verdict(record, "generate", "generate", False, {"reason": "empty_response: no text to keep"})
         return self.stamp(record, steps, **extra)
 
