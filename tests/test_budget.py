@@ -7,6 +7,7 @@ token counts are exact (a fake of a model's outputs only)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -84,11 +85,14 @@ def test_max_tokens_and_max_cost_are_never_exceeded(tmp_path: Path):
                 "generation.samples_per_prompt": 1, "output.dir": str(out), "report.embedding_model": None,
                 "pricing.input_per_million": 1.0, "pricing.output_per_million": 1.0, key: value,
             })
-            with pytest.raises(BudgetExhausted):
+            with pytest.raises(BudgetExhausted) as stop:
                 Pipeline(recipe, progress=False).run()
             spent = total(spent_in(out / "budget"))
             assert 0 < spent.requests < 12
             assert spent.tokens <= 400 and spent.cost <= 0.0004 + 1e-12
-            usage = [b for b, _ in teacher.log]
-            assert usage  # the server was called
+            # what calls in flight reserved but did not use is spent on more calls: the run stops only
+            # when the next call's worst case (prompt + max_tokens 40) does not fit in what is left
+            refused = float(re.search(r"the next call \(up to ([0-9.e-]+)\)", str(stop.value)).group(1))
+            used = spent.tokens if key == "budget.max_tokens" else spent.cost
+            assert used + refused > value, (spent, refused)
             teacher.log.clear()

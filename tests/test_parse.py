@@ -35,6 +35,9 @@ def test_numbered_list_reads_the_usual_shapes():
     assert numbered_list(text) == (["Write a poem.", "Sort a list\nof numbers.", "Name a city."], None)
     assert numbered_list("- a\n- b\n* c") == (["a", "b", "c"], None)
     assert numbered_list('["x", "y"]') == (["x", "y"], None)
+    assert numbered_list('Here:\n```json\n["x", "y"]\n```') == (["x", "y"], None)
+    inline = '1. Sort the words ["pear", "apple"] alphabetically.\n2. Write a haiku.'
+    assert numbered_list(inline) == (['Sort the words ["pear", "apple"] alphabetically.', "Write a haiku."], None)
     items, reason = numbered_list("I cannot help with that.", min_items=1)
     assert items is None and reason.startswith("no_list: found 0")
     assert numbered_list("1. only one", min_items=2)[1].startswith("no_list: found 1")

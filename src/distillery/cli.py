@@ -76,7 +76,7 @@ def run(
 @user_errors
 def plan(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
-    pilot: Annotated[int | None, typer.Option(help="seeds in the pilot (default: the first batch)")] = None,
+    pilot: Annotated[int | None, typer.Option(min=1, help="seeds in the pilot (default: the first batch)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="run directory whose cache the pilot fills")] = None,
     limit: Annotated[int | None, typer.Option(help="use at most this many seeds (overrides seeds.limit)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: key.path=value (JSON)")] = None,

@@ -15,8 +15,10 @@ ending in ``.sqlite`` is one SQLite file instead (the layout before sharding).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult
@@ -113,6 +115,20 @@ class ResponseCache:
         self._dbs.clear()
 
 
+_FRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("distillery_fresh_calls", default=False)
+
+
+@contextlib.contextmanager
+def fresh_calls() -> Iterator[None]:
+    """Within this block, cached backends call the model for every request (and still store
+    each response): a pilot that measures what calls cost, whose responses a run then reuses."""
+    token = _FRESH.set(True)
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
+
+
 class CachedBackend(Backend):
     """Wraps a backend with a :class:`ResponseCache`: hits are served without a call, and every
     response is stored the moment the inner backend receives it.
@@ -143,7 +159,7 @@ class CachedBackend(Backend):
         on_receive: Callable[[int, GenerationResult], None] | None = None,
     ) -> AsyncIterator[tuple[int, GenerationResult]]:
         keys = [self.inner.cache_key(r) for r in requests]
-        found = self.cache.get_many(keys)
+        found = {} if _FRESH.get() else self.cache.get_many(keys)
         misses: list[int] = []
         for i, key in enumerate(keys):
             if key in found:

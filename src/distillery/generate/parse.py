@@ -74,24 +74,31 @@ def json_fields(text: str | None, required: dict[str, type | tuple[type, ...]]) 
 
 def numbered_list(text: str | None, min_items: int = 1) -> tuple[list[str] | None, str | None]:
     """The items of a numbered or bulleted list (``1.``, ``2)``, ``-``, ``*``, ``(3)``), or of
-    a JSON list of strings; continuation lines join their item.
+    a JSON list of strings that is the whole answer (or a fenced block); continuation lines
+    join their item. A JSON list inside an item (``1. Sort ["b", "a"]``) stays in the item.
 
     Returns:
         ``(items, None)``, or ``(None, "no_list: ...")`` when fewer than ``min_items`` are found.
     """
     if not text or not text.strip():
         return None, "empty_response: the model returned no text"
-    value, _ = extract_json(text, list)
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        items = [v.strip() for v in value if v.strip()]
-    else:
-        items = []
-        for line in text.splitlines():
-            m = _ITEM.match(line)
-            if m:
-                items.append(m.group(1).strip())
-            elif items and line.strip() and not line.startswith(("```",)):
-                items[-1] += "\n" + line.strip()
+    items: list[str] = []
+    for line in text.splitlines():
+        m = _ITEM.match(line)
+        if m:
+            items.append(m.group(1).strip())
+        elif items and line.strip() and not line.startswith(("```",)):
+            items[-1] += "\n" + line.strip()
+    if len(items) < min_items:  # a JSON list of strings, when it is the whole answer or a fenced block
+        whole = [text.strip()] + [m.group(1).strip() for m in _FENCE.finditer(text)]
+        for block in whole:
+            try:
+                value = json.loads(block)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                items = [v.strip() for v in value if v.strip()]
+                break
     if len(items) < min_items:
         return None, f"no_list: found {len(items)} list item(s), wanted {min_items} in {_clip(text)!r}"
     return items, None

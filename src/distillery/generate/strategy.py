@@ -164,7 +164,9 @@ class Ledger:
     errors: dict[str, str] = field(default_factory=dict)
 
     def count(self, result: GenerationResult) -> None:
-        """Add one result's figures."""
+        """Add one result's figures (a call the budget did not send is no call)."""
+        if result.error_kind == "budget":
+            return
         if result.cached:
             self.cache_hits += 1
         else:
@@ -191,7 +193,8 @@ class GenerationContext:
         on_candidate: called with every new candidate record (progress display).
         batch: the batch's index ``k``. history: returns the records of the finished batches
             before ``k`` in batch order (for :attr:`Strategy.sequential` strategies).
-        base_dir: the recipe's folder (relative paths); run_dir: the run directory.
+        base_dir: the recipe's folder (relative paths); state_dir: where a strategy may keep
+            state for inspection (``<run_dir>/state``; a scratch folder in a plan's pilot).
     """
 
     def __init__(
@@ -208,13 +211,13 @@ class GenerationContext:
         batch: int = 0,
         history: Callable[[], Iterator[dict[str, Any]]] | None = None,
         base_dir: str | None = None,
-        run_dir: Path | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.strategy = strategy
         self.batch = batch
         self._history = history
         self.base_dir = base_dir
-        self.run_dir = run_dir
+        self.state_dir = state_dir
         self.backend = backend
         self.stages = stages
         self.sampling = sampling

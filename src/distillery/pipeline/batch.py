@@ -43,6 +43,7 @@ class BatchOutcome:
         errors: the first error message of each kind in ``transient``.
         seeds: seeds in the batch. accepted: records accepted (before deduplication).
         calls, cache_hits: backend calls and cache hits this time.
+        budget: why a call was not sent (``budget:`` reached), if one was not.
     """
 
     batch: int
@@ -53,6 +54,7 @@ class BatchOutcome:
     accepted: int = 0
     calls: int = 0
     cache_hits: int = 0
+    budget: str | None = None
 
     @property
     def done(self) -> bool:
@@ -89,14 +91,15 @@ class Worker:
 
     Args:
         plan: the run's plan.
-        shards_dir: where finished batches are written (default ``<run_dir>/shards``; the
-            pilot of ``distillery plan`` writes elsewhere, and shares the rest of the run
-            directory: caches and spending).
+        shards_dir, state_dir: where finished batches and a strategy's state are written
+            (default ``<run_dir>/shards``, ``<run_dir>/state``; the pilot of ``distillery plan``
+            writes them to a scratch folder and shares the rest of the run directory: its caches
+            and spending).
 
     Use as an async context manager, or call :meth:`aclose`.
     """
 
-    def __init__(self, plan: Plan, shards_dir: Path | None = None) -> None:
+    def __init__(self, plan: Plan, shards_dir: Path | None = None, state_dir: Path | None = None) -> None:
         self.plan = plan
         self.budget = plan.budget()
         budget_module.activate(self.budget)  # every model call of this process is metered and budgeted
@@ -104,6 +107,7 @@ class Worker:
         self.in_loop, self.grouped = build_map_stages(plan, BuildContext(base_dir=plan.recipe.base_dir, run_dir=plan.run_dir))
         self.reader = plan.reader()  # for names and paths only; seeds are read by the executor
         self.shards = ShardStore(shards_dir or plan.run_dir / "shards", self.strategy.outputs)
+        self.state_dir = state_dir or plan.run_dir / "state"
         self.cache: ResponseCache | None = None
         self.backend: CachedBackend | None = None
         if self.strategy.needs_teacher and plan.recipe.teacher is not None:
@@ -178,7 +182,7 @@ async def process_batch(
         plan.recipe.teacher.sampling.params() if plan.recipe.teacher else None,  # type: ignore[arg-type]
         reader.path, reader.source_name, plan.recipe.seeds.id_field, plan.skip_bad_rows, on_candidate,
         batch=k, history=_history(worker.shards, k) if worker.strategy.sequential else None,
-        base_dir=plan.recipe.base_dir, run_dir=plan.run_dir,
+        base_dir=plan.recipe.base_dir, state_dir=worker.state_dir,
     )
     records = [ctx.bad_row(item) for item in items if isinstance(item, BadRow)]  # raises without --skip-bad-rows
     seeds = [item for item in items if isinstance(item, SeedRow)]
@@ -197,7 +201,8 @@ async def process_batch(
     for stage in worker.stages:
         transient.update({f"{stage.name}: {kind}": n for kind, n in stage.stats.transient.items()})
         errors.update({f"{stage.name}: {kind}": e for kind, e in stage.stats.transient_errors.items()})
-    outcome = BatchOutcome(k, None, transient, errors, len(items), calls=ledger.calls, cache_hits=ledger.cache_hits)
+    outcome = BatchOutcome(k, None, transient, errors, len(items), calls=ledger.calls, cache_hits=ledger.cache_hits,
+                           budget=worker.budget.reason)
     if transient:
         return outcome
     records.extend(candidates)

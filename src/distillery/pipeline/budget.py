@@ -10,8 +10,9 @@ for — those of batches a failure or the budget left unfinished, too.
 A recipe's ``budget:`` (``max_cost``, ``max_tokens``, ``max_requests``) is a hard stop: before a
 call is sent, its worst case — one request, its prompt's tokens (estimated from its characters
 at the highest tokens-per-character ratio seen in this run, at least :data:`START_TOKENS_PER_CHAR`)
-plus ``max_tokens`` out, priced by ``pricing:`` — is reserved; a call that does not fit is not
-sent. It comes back as a transient ``budget`` failure, so its batch is left unfinished (every
+plus ``max_tokens`` out, priced by ``pricing:`` — is reserved; a call that does not fit waits
+for the calls in flight to settle (their real use frees most of what they reserved) and is sent
+if it fits then; a call that does not fit with nothing in flight is not sent. It comes back as a transient ``budget`` failure, so its batch is left unfinished (every
 response already received is in the cache), the run stops after the batch in flight, says so,
 and a re-run with a larger budget continues from there. When calls come back, the reservation is
 replaced by what they actually used.
@@ -23,6 +24,7 @@ so the budget covers all sessions of a run. ``--fresh`` starts the count again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -51,7 +53,8 @@ class BudgetConfig(BaseModel):
     Attributes:
         max_cost: most money spent, in ``pricing.currency`` (priced by ``pricing:``).
         max_tokens: most tokens, in plus out, over every call.
-        max_requests: most requests sent (retries included).
+        max_requests: most model calls (a call retried after a 429 or a 5xx counts once: a
+            refused attempt is not billed).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -153,8 +156,14 @@ class Budget:
         tokens_out = request.sampling.max_tokens
         return Usage(1, tokens_in, tokens_out, tokens_in * self.price_in + tokens_out * self.price_out)
 
-    def reserve(self, request: GenerationRequest) -> Usage | None:
-        """Reserve ``request``'s worst case; ``None`` (and the budget is exhausted) if it does not fit."""
+    def reserve(self, request: GenerationRequest) -> Usage | None | bool:
+        """Reserve ``request``'s worst case.
+
+        Returns:
+            the reservation; ``False`` when it does not fit *yet* (calls in flight hold
+            reservations that their real use will mostly free: wait for them, then ask again);
+            ``None`` when it does not fit with nothing in flight (the budget is exhausted).
+        """
         need = self.estimate(request)
         with self._lock:
             if self.reason is not None:  # once a call was refused, the run is stopping: send nothing more
@@ -167,6 +176,8 @@ class Budget:
                 have = {"max_requests": used.requests, "max_tokens": used.tokens, "max_cost": used.cost}[name]
                 want = {"max_requests": need.requests, "max_tokens": need.tokens, "max_cost": need.cost}[name]
                 if have + want > left + 1e-12:
+                    if self.reserved.requests:
+                        return False
                     self.refused += 1
                     if self.reason is None:
                         total = getattr(self.config, name)
@@ -182,7 +193,7 @@ class Budget:
 
     def settle(self, role: str, reserved: Usage, result: GenerationResult, request: GenerationRequest) -> Usage:
         """Replace a reservation by what the call (made for ``role``) used; returns the call's usage."""
-        actual = Usage(1 + result.retries, result.tokens_in, result.tokens_out,
+        actual = Usage(1, result.tokens_in, result.tokens_out,
                        result.tokens_in * self.price_in + result.tokens_out * self.price_out)
         chars = len(request.prompt) if request.prompt is not None else sum(len(c) + 8 for _, c in request.messages)
         with self._lock:
@@ -197,7 +208,7 @@ class Budget:
 
     def charge(self, role: str, result: GenerationResult) -> Usage:
         """Count a call (made for ``role``) sent without a reservation (no limits set)."""
-        actual = Usage(1 + result.retries, result.tokens_in, result.tokens_out,
+        actual = Usage(1, result.tokens_in, result.tokens_out,
                        result.tokens_in * self.price_in + result.tokens_out * self.price_out)
         with self._lock:
             self.spent.add(actual)
@@ -299,12 +310,16 @@ class BudgetedBackend(Backend):
         while pending:
             sent: list[int] = []
             holds: dict[int, Usage] = {}
+            hold: Usage | None | bool = None
             for i in pending:
                 hold = budget.reserve(requests[i])
-                if hold is None:
+                if not isinstance(hold, Usage):
                     break
                 sent.append(i)
                 holds[i] = hold
+            if not sent and hold is False:  # others' calls in flight hold the room: wait for them to settle
+                await asyncio.sleep(0.02)
+                continue
             if not sent:
                 for i in pending:
                     refused = GenerationResult(text=None, error_kind="budget", error=budget.reason)

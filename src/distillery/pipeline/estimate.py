@@ -14,8 +14,10 @@ pilot response. The pilot's figures per seed are scaled to the whole seed set:
 - the budget ratio (query budget / seeds, Chan et al., 2024) and the strategy that paper
   favours at it.
 
-A pilot whose responses were all in the cache already (a second ``plan``) has no time to
-measure; it reports the time recorded when they were made (the responses' own latencies).
+The pilot always calls the model (a second ``plan`` pays for its pilot again), so what it
+measures is what calls cost now; each response is stored in the run's cache as it arrives, so
+the run reuses the latest pilot's responses. A :attr:`~distillery.generate.strategy.Strategy.sequential`
+strategy's pilot is the whole first batch (its work per batch does not shrink with fewer seeds).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from distillery.backends.cache import fresh_calls
 from distillery.pipeline.batch import Worker, process_batch
 from distillery.pipeline.budget import total
 from distillery.pipeline.plan import Plan
@@ -66,11 +69,12 @@ def estimate(recipe: Recipe, run_dir: str | Path | None = None, pilot: int | Non
     run_dir = Path(run_dir or recipe.output.dir)
     plan = Plan.make(recipe, run_dir)
     seeds, first, batches = _count_seeds(plan)
-    items = first[: pilot] if pilot else first
+    strategy = plan.strategy()
+    items = first if strategy.sequential or not pilot else first[:pilot]
     n = len(items)
-    with tempfile.TemporaryDirectory(prefix="distillery-plan-") as scratch:
-        # the pilot writes its shard to a scratch folder; its responses go to the run's caches (the
-        # run reuses them) and its spending to the run's budget (it paid for the run's data)
+    with tempfile.TemporaryDirectory(prefix="distillery-plan-") as scratch, fresh_calls():
+        # the pilot writes its shard and state to a scratch folder; its responses go to the run's caches
+        # (the run reuses them) and its spending to the run's budget (it paid for the run's data)
         measured = asyncio.run(_pilot(plan, items, Path(scratch)))
     per_seed = 1.0 / n if n else 0.0
     scale = seeds * per_seed
@@ -88,7 +92,7 @@ def estimate(recipe: Recipe, run_dir: str | Path | None = None, pilot: int | Non
     ratio = query_budget / seeds if seeds else 0.0
     out = {
         "recipe": recipe.name,
-        "strategy": plan.strategy().name,
+        "strategy": strategy.name,
         "seeds": seeds,
         "batches": batches,
         "currency": recipe.pricing.currency,
@@ -114,9 +118,9 @@ def estimate(recipe: Recipe, run_dir: str | Path | None = None, pilot: int | Non
 
 
 def _favoured(ratio: float) -> dict[str, str] | None:
-    try:
-        from distillery.generate.chan import favoured_strategy
-    except ImportError:
+    from distillery.generate.chan import favoured_strategy
+
+    if ratio <= 0:  # nothing calls a model
         return None
     name, why = favoured_strategy(ratio)
     return {"strategy": name, "why": why}
@@ -124,7 +128,7 @@ def _favoured(ratio: float) -> dict[str, str] | None:
 
 async def _pilot(plan: Plan, items: list[Any], scratch: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    worker = Worker(plan, shards_dir=scratch)  # stages (sandboxes, benchmark indexes, models) are built once per run too
+    worker = Worker(plan, shards_dir=scratch / "shards", state_dir=scratch / "state")  # stages are built once per run too
     try:
         if worker.backend is not None:
             await worker.backend.preflight()  # loads an in-process model: the run's startup, not per batch
@@ -136,27 +140,17 @@ async def _pilot(plan: Plan, items: list[Any], scratch: Path) -> dict[str, Any]:
         marker = outcome.marker or {}
         stage_s: Counter = Counter()
         for s in marker.get("stages", []):
-            if s["kind"] not in ("read",):
+            if s["kind"] != "read":
                 stage_s[s["name"]] += s.get("seconds", 0.0)
-        cached = outcome.calls == 0 and outcome.cache_hits > 0
-        by_role = {role: u.to_dict() for role, u in spent.items()}
-        if "teacher" not in by_role and worker.backend is not None:  # answered from the cache: its token counts
-            by_role["teacher"] = {"requests": outcome.cache_hits, "tokens_in": marker.get("tokens_in", 0),
-                                  "tokens_out": marker.get("tokens_out", 0),
-                                  "cost": _price(plan, marker.get("tokens_in", 0), marker.get("tokens_out", 0))}
-        if cached:
-            batch_s = max(batch_s, _recorded_seconds(plan, marker, worker))
         return {
             "startup_s": startup,
             "batch_s": batch_s,
             "generate_s": stage_s.get("generate", 0.0),
-            "from_cache": cached,
             "calls": outcome.calls,
-            "cache_hits": outcome.cache_hits,
             "candidates": marker.get("candidates", 0),
             "accepted": marker.get("accepted", 0),
             "transient": dict(outcome.transient),
-            "by_role": by_role,
+            "by_role": {role: u.to_dict() for role, u in spent.items()},
             "spent": total(spent).to_dict(),
             "stage_s": dict(stage_s),
         }
@@ -164,32 +158,13 @@ async def _pilot(plan: Plan, items: list[Any], scratch: Path) -> dict[str, Any]:
         await worker.aclose()
 
 
-def _price(plan: Plan, tokens_in: int, tokens_out: int) -> float:
-    p = plan.recipe.pricing
-    return (tokens_in * p.input_per_million + tokens_out * p.output_per_million) / 1e6
-
-
-def _recorded_seconds(plan: Plan, marker: dict[str, Any], worker: Worker) -> float:
-    """Generation time of a fully cached pilot from the cached responses' own latencies: the
-    sum divided by the concurrency (requests in flight at once)."""
-    shard = worker.shards.read(0) if 0 in worker.shards.done() else []
-    latency = sum(r.get("latency_s") or 0.0 for r in shard)
-    teacher = plan.recipe.teacher
-    width = 1
-    if teacher is not None:
-        width = teacher.concurrency if teacher.backend == "openai" else teacher.batch_size
-    stages = sum(s.get("seconds", 0.0) for s in marker.get("stages", []) if s["kind"] not in ("read", "generate"))
-    return latency / max(1, min(width, len(shard) or 1)) + stages
-
-
 def format_plan(p: dict[str, Any]) -> list[str]:
     """The plan as lines for the terminal."""
     e, pilot, cur = p["estimate"], p["pilot"], p["currency"]
     lines = [
         f"plan for {p['recipe']} (strategy {p['strategy']}): {p['seeds']} seeds in {p['batches']} batches",
-        f"pilot: {pilot['seeds']} seeds, {pilot['calls']} calls ({pilot['cache_hits']} from the cache), "
-        f"{pilot['candidates']} candidates, {pilot['accepted']} accepted; startup {pilot['startup_s']:.1f} s, "
-        f"batch {pilot['batch_s']:.1f} s" + (" (recorded latencies: the pilot was cached)" if pilot["from_cache"] else ""),
+        f"pilot: {pilot['seeds']} seeds, {pilot['calls']} calls, {pilot['candidates']} candidates, "
+        f"{pilot['accepted']} accepted; startup {pilot['startup_s']:.1f} s, batch {pilot['batch_s']:.1f} s",
         "estimate for the whole run:",
     ]
     for role, r in sorted(e["by_role"].items()):

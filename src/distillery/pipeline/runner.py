@@ -125,10 +125,9 @@ class Pipeline:
             with RunProgress(recipe.seeds.limit, enabled=self.progress, console=self.console) as bar:
                 result = executor.run(plan, done, bar)
             if result.pending:
-                budget = next((result.errors[k] for k in result.errors if k.split(": ")[-1] == "budget"), None)
-                if budget is not None:
+                if result.budget is not None:
                     raise BudgetExhausted(
-                        f"budget reached: {budget}. {len(result.finished) + len(result.skipped)} batches are finished "
+                        f"budget reached: {result.budget}. {len(result.finished) + len(result.skipped)} batches are finished "
                         f"and checkpointed, {len(result.pending)} wait; raise the limit under budget: and run the same "
                         "command again to continue (responses already received are reused)."
                     )

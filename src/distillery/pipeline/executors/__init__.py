@@ -45,6 +45,7 @@ class ExecutionResult:
         errors: the first error message of each kind.
         pending: the batches left unfinished.
         backend_calls, cache_hits: over this session's batches (finished or not).
+        budget: why a call was not sent (``budget:`` reached), if one was not.
     """
 
     finished: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -54,6 +55,7 @@ class ExecutionResult:
     pending: list[int] = field(default_factory=list)
     backend_calls: int = 0
     cache_hits: int = 0
+    budget: str | None = None
 
     def add(self, outcome: BatchOutcome) -> None:
         """Account one batch's outcome."""
@@ -63,6 +65,8 @@ class ExecutionResult:
             self.finished[outcome.batch] = outcome.marker  # type: ignore[assignment]
         else:
             self.pending.append(outcome.batch)
+            if outcome.budget is not None:
+                self.budget = self.budget or outcome.budget
             self.transient.update(outcome.transient)
             for kind, error in outcome.errors.items():
                 self.errors.setdefault(kind, error)

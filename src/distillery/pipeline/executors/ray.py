@@ -119,7 +119,9 @@ class RayExecutor(Executor):
                     f"executor.cpus_per_worker: {cfg.cpus_per_worker:g} CPUs per worker, but the cluster has {cpus:g}"
                 )
             n = cfg.workers or max(1, int(cpus // cfg.cpus_per_worker))
-            plan.budget_share = 1.0 / n  # together the workers cannot spend more than the budget left
+            unfinished = sum(1 for k, _ in plan.batches() if k not in done)
+            # actors start as batches need them: at most this many, and together they cannot spend more than is left
+            plan.budget_share = 1.0 / max(1, min(n, unfinished))
             remote = ray.remote(num_cpus=cfg.cpus_per_worker, max_restarts=0)(BatchActor)
             idle: list[Any] = []
             in_flight: dict[Any, tuple[Any, int, int]] = {}
