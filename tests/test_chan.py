@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from distillery.errors import InputError
 from distillery.generate.chan import (
     ANSWER_AUGMENTATION_BELOW,
     NEW_QUESTION_FROM,
@@ -24,8 +25,9 @@ from distillery.generate.chan import (
     favoured_strategy,
     numbers,
     question_problem,
-    rouge_l,
 )
+from distillery.generate.novelty import rouge_l
+from distillery.pipeline.plan import Plan
 from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
 from distillery.registry import names
@@ -113,6 +115,24 @@ def _run(recipe: Path, server, out: Path, seeds: Path | None, **extra) -> tuple[
     report = Pipeline(Recipe.from_yaml(recipe, _overrides(server, out, seeds, **extra)), progress=False).run()
     rows = pq.read_table(out / "accepted.parquet").to_pylist() + pq.read_table(out / "rejected.parquet").to_pylist()
     return report, {r["id"]: r for r in rows}
+
+
+@pytest.mark.parametrize(("name", "template"), [("question_rephrase", "rephrase"), ("new_question", "new_question")])
+def test_seed_fields_of_an_overridden_question_template_are_required(tmp_path: Path, name: str, template: str):
+    """A question-writing template that reads ``{{ topic }}`` makes ``topic`` a required seed
+    field: GSM8K seeds (no topic) stop the run with an InputError naming it, before any call."""
+    with ReplayTeacher([]) as teacher:
+        recipe = Recipe.from_yaml(RECIPES[name], _overrides(teacher, tmp_path / "out", _seeds(tmp_path), **{
+            "generation.templates": {template: "Write about {{ topic }}: {{ question }}"}}))
+        strategy = recipe.generation.build(recipe)
+        assert "topic" in strategy.inputs and "question" in strategy.inputs
+        assert "topic" in Plan.make(recipe, tmp_path / "out").required
+        with pytest.raises(InputError, match="field 'topic': missing_field"):
+            Pipeline(recipe, progress=False).run()
+        assert teacher.log == []
+    # the shipped templates read only the question, which the strategy fills
+    plain = Recipe.from_yaml(RECIPES[name])
+    assert plain.generation.build(plain).inputs == {"question"}
 
 
 def _by_keyword(table: dict[str, list[str]]):
@@ -221,7 +241,7 @@ def test_question_rephrase_replay(tmp_path: Path):
             "seeds-1#1": "wrong_answer: 600 != 10",
             "seeds-1#2": "refusal: the augmenter declined to write the question",
             "seeds-2#0": "changed_numbers: the rephrase lost 15, 100 of the original",
-            "seeds-2#2": "empty_response: the teacher returned no question",
+            "seeds-2#2": "empty_response: the rephrase step returned no text",
         }
         r = rows["seeds-1#0"]
         question = REPHRASE["Weng"][0].removeprefix("Rewritten question: ")

@@ -14,6 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from distillery.errors import InputError
+from distillery.generate.checks import refusal
 from distillery.generate.evol_instruct import (
     DEFAULT_COPY_MARKERS,
     OPERATIONS,
@@ -21,12 +23,12 @@ from distillery.generate.evol_instruct import (
     clean_evolution,
     copied_wording,
     evolution_problem,
-    is_refusal,
     parse_judgement,
     response_problem,
     template_markers,
 )
 from distillery.generate.templates import shipped
+from distillery.pipeline.plan import Plan
 from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
 from tests.helpers import REPO
@@ -47,6 +49,24 @@ def test_markers_of_an_overridden_template_count():
     strategy = recipe.generation.build(recipe)
     assert "#source text#" in strategy.markers and "#original instruction#" in strategy.markers
     assert strategy.inputs == {"instruction"} and "given prompt" in strategy.markers
+
+
+def test_seed_fields_of_an_overridden_operation_template_are_required(tmp_path: Path):
+    """An operation template that reads ``{{ topic }}`` makes ``topic`` a required seed field:
+    seeds without it stop the run with an InputError naming it, before any call (no KeyError
+    from rendering mid-run)."""
+    override = {"generation.templates": {"deepen": "Make this {{ topic }} task harder.\n#Original Instruction#\n{{ instruction }}"}}
+    recipe = Recipe.from_yaml(RECIPE, override)
+    assert recipe.generation.build(recipe).inputs == {"instruction", "topic"}
+    # only the operations the recipe uses count; the strategy fills `instruction` itself
+    only = Recipe.from_yaml(RECIPE, {**override, "generation.operations": ["breadth"]})
+    assert only.generation.build(only).inputs == {"instruction"}
+    with replay() as teacher:
+        recipe = Recipe.from_yaml(RECIPE, overrides(teacher, tmp_path / "out", seeds_file(tmp_path), **override))
+        assert "topic" in Plan.make(recipe, tmp_path / "out").required
+        with pytest.raises(InputError, match="field 'topic': missing_field"):
+            Pipeline(recipe, progress=False).run()
+        assert teacher.log == []
 
 
 def test_clean_evolution_strips_wrapping_but_not_a_copied_marker():
@@ -92,9 +112,9 @@ def test_parse_judgement_unparseable_is_a_reason(text):
 
 
 def test_response_rules():
-    assert is_refusal("I'm sorry, but I cannot help with that.")
-    assert is_refusal("As an AI language model, I do not have opinions.")
-    assert not is_refusal("Sorry " + "word " * 90)  # long: says sorry once but answers
+    assert refusal("I'm sorry, but I cannot help with that.", 80)
+    assert refusal("As an AI language model, I do not have opinions.", 80)
+    assert not refusal("Sorry " + "word " * 90, 80)  # long: says sorry once but answers
     assert response_problem("I\u2019m sorry, I can\u2019t do that.").startswith("refusal:")
     assert response_problem("Practice daily.").startswith("too_short:")
     assert response_problem("It is what it is, and so on.", min_words=3).startswith("no_content:")
@@ -198,7 +218,7 @@ def test_replay_teacher_end_to_end(tmp_path: Path):
         assert reasons["s3#1"] == "eliminated: no_information_gain: the judge found nothing added over the parent"
         assert reasons["s3#2"].startswith("eliminated: unparseable_judgement:")
         assert reasons["s4#1"] == "eliminated: too_short: the response has 2 word(s) < 3"
-        assert reasons["s4#2"] == "eliminated: empty_response: the teacher returned no rewrite"
+        assert reasons["s4#2"] == "eliminated: empty_response: the evolve-g2 step returned no text"
         assert all(r["reject_stage"] == "generate" for i, r in rows.items() if not r["accepted"])
         # the judge's raw answer is kept in the rejection's detail
         assert json.loads(rows["s3#2"]["verdicts"][-1]["detail"])["raw"] == "It is hard to say."

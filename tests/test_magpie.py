@@ -20,6 +20,7 @@ from distillery import registry
 from distillery.backends.base import Backend, SamplingParams
 from distillery.builtin.models import builtin_model_path
 from distillery.errors import BackendError, RecipeError
+from distillery.generate.checks import refusal_phrase
 from distillery.generate.magpie import (
     Magpie,
     _bos_added,
@@ -29,7 +30,6 @@ from distillery.generate.magpie import (
     normalise,
     post_query_suffix,
     pre_query_prefix,
-    refusal,
     template_markers,
 )
 from distillery.generate.strategy import GenerationContext
@@ -140,12 +140,12 @@ def test_extract_query(text, query, reason):
 
 def test_normalise_and_refusal():
     assert normalise("  How  do I\nsort a LIST? ") == normalise("how do i sort a list?")
-    assert refusal("I'm sorry, but I can't help with that request.") == "I'm sorry"
-    assert refusal("I cannot provide instructions for that.") == "I cannot provide"
-    assert refusal("As an AI language model, I cannot browse the internet.") == "As an AI language model, I cannot"
-    assert refusal("Sure! Here is a poem about the sea.") is None
-    assert refusal("Sorry to hear that; here is how to fix it.") is None
-    assert refusal(None) is None
+    assert refusal_phrase("I'm sorry, but I can't help with that request.", at_start=True) == "I'm sorry"
+    assert refusal_phrase("I cannot provide instructions for that.", at_start=True) == "I cannot provide"
+    assert refusal_phrase("As an AI language model, I cannot browse the internet.", at_start=True) == "As an AI language model, I cannot"
+    assert refusal_phrase("Sure! Here is a poem about the sea.", at_start=True) is None
+    assert refusal_phrase("Sorry to hear that; here is how to fix it.", at_start=True) is None
+    assert refusal_phrase(None, at_start=True) is None
 
 
 # -- the recipe's checks -----------------------------------------------------------------------------

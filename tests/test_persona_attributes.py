@@ -18,18 +18,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from distillery.backends.base import GenerationResult
 from distillery.errors import RecipeError
 from distillery.generate.attributes import draw_attributes, join_phrase, load_vocabulary
-from distillery.generate.persona import (
-    clean_instruction,
-    draw_persona,
-    load_personas,
-    refusal,
-    required_variables,
-    shipped_pool_path,
-    strip_preamble,
-)
+from distillery.generate.checks import call_failure, refusal, refusal_phrase, strip_preamble
+from distillery.generate.persona import clean_instruction, draw_persona, load_personas, shipped_pool_path
 from distillery.generate.prompt import PromptBuilder
+from distillery.generate.templates import required_variables
 from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
 from distillery.records import RECORD_FIELDS
@@ -125,7 +120,40 @@ def test_clean_instruction_rejections():
     assert clean_instruction("As an AI, I cannot write for real people.")[1].startswith("refusal:")
     assert clean_instruction("Problem:")[1].startswith("empty_instruction:")
     assert clean_instruction("Problem: Fractions.")[1].startswith("too_short:")
-    assert not refusal("The sorry state of the bridge worried the engineer.")
+    assert not refusal("The sorry state of the bridge worried the engineer.", at_start=True)
+
+
+def test_refusal_detector_modes():
+    """One detector (distillery.generate.checks) with each caller's threshold: at the start
+    (persona, attributes, rephrase, Magpie), anywhere (Self-Instruct), anywhere in a short text
+    (Evol-Instruct, Chan et al.)."""
+    for text in ("I'm sorry, but I can't help with that.", "I\u2019m unable to write that.", "As an AI, I cannot do this.",
+                 "**I cannot** provide that.", "Sorry, I won't write it.", "I apologise, but no."):
+        assert refusal(text, at_start=True) and refusal(text) and refusal(text, 80), text
+    buried = "Here is my answer. I'm sorry, but I cannot help with the rest."
+    assert refusal(buried) and refusal(buried, 80) and not refusal(buried, at_start=True)
+    assert not refusal(buried + " more" * 80, 80)  # a long text that says sorry once is an answer
+    assert refusal("Sorry " + "word " * 90) and not refusal("Sorry " + "word " * 90, 80)
+    for text in ("Sorry to hear that; here is how to fix it.", "I'm sorry for your loss. Here is a plan.",
+                 "Sure! Here is a poem about the sea.", "", None):
+        assert not refusal(text, at_start=True), text
+    assert not refusal("The sorry state of the bridge.", at_start=True) and refusal("The sorry state of the bridge.")
+    assert refusal_phrase("I cannot provide instructions for that.", at_start=True) == "I cannot provide"
+    assert refusal_phrase("As an AI language model, I cannot browse.", at_start=True) == "As an AI language model, I cannot"
+    assert refusal_phrase("I\u2019m sorry, but no.", at_start=True) == "I\u2019m sorry"  # as written in the text
+
+
+def test_call_failure_reasons_name_the_step():
+    assert call_failure(GenerationResult("A fine answer.", finish_reason="stop"), "create", 80) is None
+    assert call_failure(GenerationResult(None, error_kind="http_400", error="bad request"), "create", 80) == \
+        "http_400: the create step failed: bad request"
+    assert call_failure(GenerationResult("", finish_reason="content_filter"), "curate", 80) == \
+        "content_filter: the server withheld the curate step's response"
+    assert call_failure(GenerationResult("  ", finish_reason="stop"), "evolve-g1", 80) == \
+        "empty_response: the evolve-g1 step returned no text"
+    assert call_failure(GenerationResult("A long answ", finish_reason="length"), "rephrase", 80) == \
+        "truncated: the rephrase step was cut off at max_tokens=80"
+    assert call_failure(GenerationResult("A long answ", finish_reason="length"), "rephrase", None).endswith("max_tokens=?")
 
 
 def test_required_variables_skip_optional_ones():

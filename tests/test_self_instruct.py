@@ -17,6 +17,7 @@ What is real and what is replayed:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from rouge_score import rouge_scorer
 
-from distillery.backends.base import GenerationResult, SamplingParams
+from distillery.backends.base import Backend, GenerationResult, SamplingParams
 from distillery.errors import RecipeError
 from distillery.generate.novelty import NoveltyIndex, lcs_length, min_overlap, rouge_l, tokenize
 from distillery.generate.self_instruct import (
@@ -37,6 +38,7 @@ from distillery.generate.self_instruct import (
     parse_instances,
     parse_yes_no,
 )
+from distillery.generate.strategy import GenerationContext
 from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
 from tests.helpers import REPO, SHARED, read_jsonl
@@ -223,11 +225,56 @@ def test_truncated_list_loses_its_last_item():
     cut = GenerationResult("1. Write a limerick about a cat.\n2. Explain how tides wo", finish_reason="length")
     assert SelfInstruct._items(strategy, cut, Ctx()) == [("Write a limerick about a cat.", None)]
     only = GenerationResult("1. Explain how tides wo", finish_reason="length")
-    assert SelfInstruct._items(strategy, only, Ctx())[0][1] == "truncated: cut off at max_tokens=20"
+    assert SelfInstruct._items(strategy, only, Ctx())[0][1] == "truncated: the self_instruct.instructions step was cut off at max_tokens=20"
     refusal = GenerationResult("I'm sorry, but I can't help with that.", finish_reason="stop")
     assert SelfInstruct._items(strategy, refusal, Ctx())[0][1].startswith("refusal:")
     failed = GenerationResult(None, error_kind="http_400", error="bad request")
-    assert SelfInstruct._items(strategy, failed, Ctx()) == [(None, "http_400: bad request")]
+    assert SelfInstruct._items(strategy, failed, Ctx()) == [(None, "http_400: the self_instruct.instructions step failed: bad request")]
+
+
+class _Unanswered(Backend):
+    """Records the requests it is sent and answers each with a transient failure (the batch
+    stops after its first round)."""
+
+    kind = "unanswered_test"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.sent = []
+
+    async def stream(self, requests, on_receive=None):
+        for i, request in enumerate(requests):
+            self.sent.append(request)
+            yield i, GenerationResult(None, error_kind="timeout", error="not answered")
+
+
+def test_instruction_requests_of_two_batches_never_share_a_cache_key(tmp_path: Path):
+    """Two seed tasks with the same text, one shown per request: batches 0 and 1 send the very
+    same messages with the same sample indexes, yet their cache keys differ (the batch is in
+    the step name); a batch asked again has the same keys (a resumed run replays its cache)."""
+    seeds = tmp_path / "tasks.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"t{i}", "instruction": "Write a haiku about the sea.",
+                                         "instances": [{"input": "", "output": "Waves fold into foam."}]}) + "\n"
+                             for i in range(2)))
+    recipe = Recipe.from_yaml(RECIPE, {"seeds.path": str(seeds), "output.batch_size": 1, "generation.in_context_human": 1,
+                                       "generation.in_context_machine": 0, "generation.per_round": 2})
+
+    def sent(batch: int) -> tuple[_Unanswered, list]:
+        strategy = recipe.generation.build(recipe)
+        backend = _Unanswered("m")
+        ctx = GenerationContext(strategy, backend, [], SamplingParams(), str(seeds), "tasks", "id", False, batch=batch)
+        assert asyncio.run(strategy.generate([], ctx)) == []
+        return backend, backend.sent
+
+    b0, first = sent(0)
+    _, second = sent(1)
+    _, again = sent(0)
+    assert len(first) == len(second) == 2
+    assert [(r.messages, r.sample_index) for r in first] == [(r.messages, r.sample_index) for r in second]
+    assert [r.step for r in first] == ["self_instruct.instructions-b0"] * 2
+    assert [r.step for r in second] == ["self_instruct.instructions-b1"] * 2
+    assert not {b0.cache_key(r) for r in first} & {b0.cache_key(r) for r in second}
+    assert [b0.cache_key(r) for r in again] == [b0.cache_key(r) for r in first]
 
 
 def test_template_override_with_an_unknown_variable_is_a_recipe_error():

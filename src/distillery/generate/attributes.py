@@ -37,15 +37,10 @@ from pydantic import Field, field_validator
 from distillery.backends.base import GenerationRequest
 from distillery.errors import RecipeError
 from distillery.generate.candidates import PromptItem, seed_id
-from distillery.generate.persona import (
-    refusal,
-    required_variables,
-    set_response,
-    strip_preamble,
-    template_variables,
-)
+from distillery.generate.checks import refusal, strip_preamble
+from distillery.generate.persona import set_response
 from distillery.generate.strategy import GenerationContext, Strategy
-from distillery.generate.templates import TemplatedConfig
+from distillery.generate.templates import TemplatedConfig, required_variables
 from distillery.io.seeds import BadRow, SeedRow
 from distillery.registry import register
 
@@ -199,7 +194,7 @@ class Attributes(Strategy):
                 raise RecipeError(f"generation.picks.{name}: no vocabulary {name!r} (vocabularies: {', '.join(self.vocabularies)})")
             if not 1 <= n <= len(self.vocabularies[name]):
                 raise RecipeError(f"generation.picks.{name}: {n} values asked of a vocabulary of {len(self.vocabularies[name])}")
-        used = template_variables(self.create)
+        used = self.create.variables
         if "attributes" not in used:
             unused = [n for n in self.vocabularies if n not in used]
             if unused:
@@ -241,7 +236,7 @@ class Attributes(Strategy):
             item, k, attributes = plan[i]
             record = ctx.candidate(item, result, k, attributes=attributes)
             if record["accepted"]:
-                if refusal(result.text):
+                if refusal(result.text, at_start=True):
                     ctx.reject(record, "refusal: the teacher declined to write the text", raw=result.text)
                 else:
                     text, removed = strip_preamble(result.text or "")

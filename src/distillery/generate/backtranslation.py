@@ -32,9 +32,10 @@ from pydantic import Field
 from distillery.backends.base import GenerationRequest
 from distillery.generate import parse
 from distillery.generate.candidates import PromptItem, seed_id
-from distillery.generate.persona import clean_instruction, combined, required_variables, step_failure
+from distillery.generate.checks import call_failure
+from distillery.generate.persona import clean_instruction
 from distillery.generate.strategy import GenerationContext, Strategy
-from distillery.generate.templates import TemplatedConfig
+from distillery.generate.templates import TemplatedConfig, combined, required_variables
 from distillery.io.seeds import BadRow, SeedRow
 from distillery.registry import register
 
@@ -111,7 +112,7 @@ class Backtranslation(Strategy):
                 continue
             row, sid, text, messages = docs[d]
             step = ctx.step("instruction", asks[d], result)
-            reason = step_failure(result, "instruction", ctx.sampling)
+            reason = call_failure(result, "instruction", ctx.sampling.max_tokens if ctx.sampling else None)
             instruction = None
             if reason is None:
                 instruction, reason = clean_instruction(result.text)
@@ -136,11 +137,11 @@ class Backtranslation(Strategy):
             reason = None
             value: float | None = None
             if result.error_kind is not None or result.finish_reason == "content_filter" or not (result.text or "").strip():
-                reason = step_failure(result, "curate", ctx.sampling)
+                reason = call_failure(result, "curate", ctx.sampling.max_tokens if ctx.sampling else None)
             else:
                 value, reason = parse.score(result.text)
                 if value is None and result.finish_reason == "length":
-                    reason = step_failure(result, "curate", ctx.sampling)  # cut off before the score
+                    reason = call_failure(result, "curate", ctx.sampling.max_tokens if ctx.sampling else None)  # cut off before the score
             record = ctx.record(item, text, 0, steps, quality_score=value, source_id=item.seed_id)
             if reason is not None:
                 ctx.reject(record, reason, raw=result.text)

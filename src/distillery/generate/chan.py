@@ -54,10 +54,12 @@ from pydantic import Field
 
 from distillery.backends.base import GenerationRequest
 from distillery.generate.candidates import PromptItem
-from distillery.generate.evol_instruct import call_problem, is_refusal, rejected_record, words
+from distillery.generate.checks import call_failure, refusal, words
+from distillery.generate.evol_instruct import rejected_record
+from distillery.generate.novelty import rouge_l
 from distillery.generate.parse import strip_wrapping
 from distillery.generate.strategy import GenerationContext, Strategy
-from distillery.generate.templates import TemplatedConfig
+from distillery.generate.templates import TemplatedConfig, required_variables
 from distillery.io.seeds import SeedRow
 from distillery.registry import register
 
@@ -113,6 +115,10 @@ def favoured_strategy(budget_ratio: float, weak_augmenter: bool = False) -> tupl
 
 
 # -- checks of generated questions (pure) ----------------------------------------------------------
+REFUSAL_MAX_WORDS = 80
+"""A generated question with a refusal phrase and fewer words than this is a refusal."""
+
+
 _PREAMBLE = re.compile(r"\A(?:sure|certainly|okay|ok|of course|here(?:'s| is| are)?)\b[^\n]*[:：]\s*\n+", re.I)
 _LABEL = re.compile(r"\A(?:#+\s*)?\**(?:new |reworded |rephrased |rewritten )?(?:problem|question)\**\s*[:：]\**\s*", re.I)
 
@@ -124,26 +130,6 @@ def clean_question(text: str | None) -> str:
     t = _PREAMBLE.sub("", t, count=1)
     t = _LABEL.sub("", t, count=1)
     return strip_wrapping(t)
-
-
-def rouge_l(a: str, b: str) -> float:
-    """ROUGE-L F1 of two texts over lower-cased alphanumeric tokens (rouge-score's default
-    tokenisation, no stemming); 0.0 when either has no token."""
-    x = re.sub(r"[^a-z0-9]+", " ", a.lower()).split()
-    y = re.sub(r"[^a-z0-9]+", " ", b.lower()).split()
-    if not x or not y:
-        return 0.0
-    prev = [0] * (len(y) + 1)
-    for tx in x:
-        cur = [0] * (len(y) + 1)
-        for j, ty in enumerate(y, 1):
-            cur[j] = prev[j - 1] + 1 if tx == ty else max(prev[j], cur[j - 1])
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(y), lcs / len(x)
-    return 2 * p * r / (p + r)
 
 
 _UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
@@ -186,7 +172,7 @@ def question_problem(original: str, generated: str, kind: Literal["rephrase", "n
     if not generated.strip():
         return "empty_question: nothing left once the wrapping is removed", 0.0
     similarity = round(rouge_l(original, generated), 4)
-    if is_refusal(generated):
+    if refusal(generated, REFUSAL_MAX_WORDS):
         return "refusal: the augmenter declined to write the question", similarity
     n = len(words(generated))
     if n < min_words:
@@ -292,13 +278,21 @@ class _Chan(Strategy):
         "answer_source": pa.string(),
     }
 
+    question_template: ClassVar[str | None] = None
+    """The template that writes questions (rendered over the seed with ``question`` set), if any."""
+
     def __init__(self, config: _ChanConfig, recipe: Any) -> None:
         super().__init__(config, recipe)
         self.templates = config.load_templates(recipe.base_dir)
 
     @property
     def inputs(self) -> set[str]:
-        return set(self.prompt.variables) | {self.config.question_field}
+        """The question field, the answering prompt's variables, and the seed fields the
+        question-writing template reads (``question`` is filled in)."""
+        needed = set(self.prompt.variables) | {self.config.question_field}
+        if self.question_template is not None:
+            needed |= required_variables(self.templates[self.question_template], {"question"})
+        return needed
 
     def question(self, item: PromptItem) -> str:
         """The seed's question."""
@@ -331,7 +325,7 @@ class _Chan(Strategy):
                 continue
             steps = [ctx.step(template, request, result)]
             question = clean_question(result.text)
-            problem = call_problem(result, "question", ctx.sampling.max_tokens)
+            problem = call_failure(result, template, ctx.sampling.max_tokens)
             similarity = None
             if problem is None:
                 problem, similarity = question_problem(self.question(item), question, kind, **check)
@@ -374,6 +368,7 @@ class QuestionRephrase(_Chan):
     """Reworded seed questions, answered by the teacher or by the seed (see the module doc)."""
 
     config: QuestionRephraseConfig
+    question_template = "rephrase"
 
     @property
     def inputs(self) -> set[str]:
@@ -413,6 +408,7 @@ class NewQuestion(_Chan):
     """New questions in the style of the seeds, answered by the teacher (see the module doc)."""
 
     config: NewQuestionConfig
+    question_template = "new_question"
 
     def describe(self) -> str:
         c = self.config

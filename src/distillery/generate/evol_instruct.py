@@ -24,9 +24,14 @@ reason ``eliminated: <rule>: ...`` — by the paper's four rules, cheapest first
    parsed by :func:`parse_judgement`; an answer that says neither is a rejection with its
    reason, never a crash) — rule 1;
 3. its response (``respond: true``, step ``respond-g<n>``) is a refusal — a refusal phrase
-   ("sorry", "as an AI", "I cannot", ...) in fewer than ``refusal_max_words`` words (the paper:
-   "sorry" in a response under 80 words) — or shorter than ``min_response_words`` words, or
-   nothing but punctuation and stop words (:func:`response_problem`) — rules 2 and 3.
+   ("sorry", "as an AI", "I cannot", ...: :func:`distillery.generate.checks.refusal`) in fewer
+   than ``refusal_max_words`` words (the paper: "sorry" in a response under 80 words) — or
+   shorter than ``min_response_words`` words, or nothing but punctuation and stop words
+   (:func:`response_problem`) — rules 2 and 3.
+
+A failed call (permanent error, content filter, no text, a rewrite cut off at ``max_tokens``)
+eliminates its evolution with :func:`distillery.generate.checks.call_failure`'s reason, which
+names the step (``eliminated: empty_response: the evolve-g2 step returned no text``).
 
 A lineage whose evolution is eliminated keeps its parent live for the next generation
 (``on_failure: keep_parent``, our reading of the paper: a failed evolution's instruction goes
@@ -63,11 +68,12 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from distillery.backends.base import GenerationRequest, GenerationResult, SamplingParams
+from distillery.backends.base import GenerationRequest, SamplingParams
 from distillery.generate.candidates import PromptItem, seed_id
+from distillery.generate.checks import call_failure, refusal, words
 from distillery.generate.parse import extract_json, strip_wrapping
 from distillery.generate.strategy import GenerationContext, Strategy
-from distillery.generate.templates import TemplatedConfig
+from distillery.generate.templates import TemplatedConfig, required_variables
 from distillery.io.seeds import BadRow, SeedRow
 from distillery.registry import register
 
@@ -76,13 +82,6 @@ IN_DEPTH: tuple[str, ...] = ("add_constraints", "deepen", "concretize", "increas
 """The in-depth operations (harder versions of the same instruction)."""
 OPERATIONS: tuple[str, ...] = (*IN_DEPTH, "breadth")
 """Every operation: in-depth, then in-breadth (``breadth``: a new instruction of the same domain)."""
-
-REFUSAL_MARKERS: tuple[str, ...] = (
-    "sorry", "as an ai", "as a language model", "i cannot", "i can't", "i can not", "i am unable", "i'm unable",
-    "i am not able", "i'm not able", "i won't", "i will not", "cannot assist", "can't assist", "cannot help with",
-    "can't help with", "cannot comply", "can't comply",
-)
-"""Lower-case phrases that mark a refusal (the paper: "sorry")."""
 
 DEFAULT_COPY_MARKERS: tuple[str, ...] = (
     "#given prompt#", "#rewritten prompt#", "given prompt", "rewritten prompt", "original instruction",
@@ -98,7 +97,6 @@ STOP_WORDS = frozenset(
 """Stop words for the "nothing but punctuation and stop words" rule (English)."""
 
 _MARKER = re.compile(r"#[A-Za-z][A-Za-z ]{1,40}#")
-_WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -158,24 +156,12 @@ def copied_wording(text: str, markers: list[str] | tuple[str, ...]) -> str | Non
     return None
 
 
-def words(text: str | None) -> list[str]:
-    """The words (letters/digits runs, with an apostrophe suffix) of ``text``."""
-    return _WORD.findall(text or "")
-
-
-def is_refusal(text: str | None, max_words: int = 80) -> bool:
-    """Whether ``text`` reads as a refusal: it has a phrase of :data:`REFUSAL_MARKERS` and fewer
-    than ``max_words`` words (a long answer that says "sorry" once is not one)."""
-    low = (text or "").lower().replace("\u2019", "'")
-    return len(words(low)) < max_words and any(m in low for m in REFUSAL_MARKERS)
-
-
 def response_problem(text: str | None, min_words: int = 3, refusal_max_words: int = 80) -> str | None:
     """Why the response to an evolved instruction eliminates it (the paper's rules 2 and 3),
     or ``None``: ``"refusal: ..."``, ``"too_short: ..."`` (fewer than ``min_words`` words),
     ``"no_content: ..."`` (only punctuation and stop words)."""
     ws = words(text)
-    if is_refusal(text, refusal_max_words):
+    if refusal(text, refusal_max_words):
         return f"refusal: the response declines the instruction ({len(ws)} words)"
     if len(ws) < min_words:
         return f"too_short: the response has {len(ws)} word(s) < {min_words}"
@@ -196,7 +182,7 @@ def evolution_problem(parent: str, evolved: str, markers: list[str] | tuple[str,
     marker = copied_wording(evolved, markers)
     if marker:
         return f"copied_prompt: the rewrite copies the evolving prompt's wording ({marker!r})"
-    if is_refusal(evolved, refusal_max_words):
+    if refusal(evolved, refusal_max_words):
         return "refusal: the teacher declined to rewrite the instruction"
     return None
 
@@ -238,20 +224,6 @@ def parse_judgement(text: str | None) -> tuple[bool | None, str | None]:
 
 
 # -- shared with the other strategies of this issue (chan.py) --------------------------------------
-def call_problem(result: GenerationResult, what: str, max_tokens: int | None = None) -> str | None:
-    """Why an intermediate call's ``result`` cannot be used (``category: detail``), or ``None``:
-    a permanent error, a content filter, no text, or a cut-off answer (``truncated``)."""
-    if result.error_kind is not None:
-        return f"{result.error_kind}: {result.error}"
-    if result.finish_reason == "content_filter":
-        return f"content_filter: the server withheld the {what}"
-    if not (result.text or "").strip():
-        return f"empty_response: the teacher returned no {what}"
-    if result.finish_reason == "length":
-        return f"truncated: the {what} was cut off at max_tokens={max_tokens}"
-    return None
-
-
 def rejected_record(ctx: GenerationContext, item: PromptItem, sample_index: int, steps: list[dict[str, Any]],
                     reason: str, raw: str | None = None, response: str | None = None, **outputs: Any) -> dict[str, Any]:
     """A record rejected at stage ``generate`` with ``reason`` (the model's ``raw`` text kept in
@@ -345,7 +317,12 @@ class EvolInstruct(Strategy):
 
     @property
     def inputs(self) -> set[str]:
-        return {self.config.instruction_field}
+        """The instruction field, and every seed field the operation templates read (they are
+        rendered over the seed with ``instruction`` set to the live instruction)."""
+        needed = {self.config.instruction_field}
+        for op in dict.fromkeys(self.config.operations):
+            needed |= required_variables(self.templates[op], {"instruction"})
+        return needed
 
     def describe(self) -> str:
         c = self.config
@@ -424,7 +401,7 @@ class EvolInstruct(Strategy):
                 continue
             a.steps.append(ctx.step(f"evolve-g{g}", request, result))
             a.raw = result.text
-            problem = call_problem(result, "rewrite", max_tokens)
+            problem = call_failure(result, f"evolve-g{g}", max_tokens)
             if problem is None:
                 a.evolved = clean_evolution(result.text, self.markers)
                 problem = evolution_problem(a.lineage.instruction, a.evolved, self.markers, c.refusal_max_words)
@@ -443,9 +420,9 @@ class EvolInstruct(Strategy):
                 a.lineage.alive = False
                 continue
             a.steps.append(ctx.step(f"eliminate-g{g}", request, result))
-            problem = call_problem(result, "judgement") if result.error_kind or not (result.text or "").strip() else None
+            problem = call_failure(result, f"eliminate-g{g}") if result.error_kind or not (result.text or "").strip() else None
             if problem:
-                fail(a, f"judge failed: {problem}", raw=result.text)
+                fail(a, problem, raw=result.text)
                 continue
             gain, why = parse_judgement(result.text)
             if gain is None:

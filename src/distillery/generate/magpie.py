@@ -29,7 +29,8 @@ contains role markers or special tokens: the model wrote past its turn), ``trunc
 ``duplicate_query`` (the same query as an earlier slot of the batch, after whitespace and case
 normalisation; the recipe's dedup stages compare across batches), and with ``languages`` set
 ``wrong_language`` / ``low_confidence`` (lingua, as the ``language`` filter). On the response:
-the usual failed / empty / truncated rejections, and ``refusal`` (``reject_refusals``).
+the usual failed / empty / truncated rejections, and ``refusal`` (``reject_refusals``: the
+response opens with a refusal phrase, :func:`distillery.generate.checks.refusal`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from distillery import registry
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult
 from distillery.errors import BackendError, RecipeError
 from distillery.generate.candidates import PromptItem, seed_id
+from distillery.generate.checks import call_failure, refusal_phrase
 from distillery.generate.strategy import GenerationContext, Strategy, StrategyConfig
 from distillery.io.seeds import SeedRow
 from distillery.registry import register
@@ -63,13 +65,6 @@ GENERIC_MARKERS = re.compile(
 )
 """Role markers of common chat formats (ChatML and Llama-3 ``<|...|>`` tokens, Gemma's turns,
 Llama-2's ``[INST]``), looked for in every query whatever the template."""
-
-_REFUSAL = re.compile(
-    r"^\W*(?:i['’]m sorry|i am sorry|sorry, (?:but )?i|i apologi[sz]e|i can(?:no|['’])t (?:help|assist|provide|"
-    r"comply|do|answer|fulfil)|i cannot|i can not|i['’]m (?:not able|unable) to|i am (?:not able|unable) to|"
-    r"i won['’]t be able|as an ai(?: language model)?,? i (?:can(?:no|['’])t|am not able|am unable|do not|don['’]t))",
-    re.I,
-)
 
 
 # -- the chat template -------------------------------------------------------------------------
@@ -236,13 +231,6 @@ def extract_query(text: str | None, stops: list[str] | tuple[str, ...] = (), mar
 def normalise(query: str) -> str:
     """The form two queries are compared in: whitespace collapsed, case folded."""
     return " ".join(query.split()).casefold()
-
-
-def refusal(text: str | None) -> str | None:
-    """The refusal phrase ``text`` opens with (``"I'm sorry"``, ``"I can't help"``, ``"As an AI, I
-    cannot"``...), or ``None``."""
-    m = _REFUSAL.match(text or "")
-    return m.group(0).strip(" \t\n.,") if m else None
 
 
 # -- the strategy --------------------------------------------------------------------------------
@@ -509,7 +497,7 @@ class Magpie(Strategy):
             slot, _, step, query_result = todo[i]
             record = ctx.candidate(items[i], result, slot.index, [step], magpie_prefix=prefixes[slot.system],
                                    query_tokens=query_result.tokens_out)
-            phrase = refusal(result.text) if c.reject_refusals else None
+            phrase = refusal_phrase(result.text, at_start=True) if c.reject_refusals else None
             if phrase:
                 ctx.reject(record, f"refusal: the response opens with {phrase!r}", name="magpie")
             records.append(record)
@@ -521,10 +509,8 @@ class Magpie(Strategy):
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": query}]
 
     def _query(self, result: GenerationResult, template: _Template, max_tokens: int) -> tuple[str | None, str | None]:
-        if result.error_kind is not None:
-            return None, f"{result.error_kind}: {result.error}"
-        if result.finish_reason == "content_filter":
-            return None, "content_filter: the server withheld the query under its content policy"
+        if result.error_kind is not None or result.finish_reason == "content_filter":
+            return None, call_failure(result, "query", max_tokens)
         query, reason = extract_query(result.text, template.stops, template.markers, self.config.min_query_words)
         if query is not None and result.finish_reason == "length":
             return None, f"truncated_query: the user turn did not end within {max_tokens} tokens ({_clip(query)!r})"

@@ -32,13 +32,12 @@ ROUGE-L >= ``threshold`` exactly when brute force does, and then reports its exa
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from rouge_score import scoring, tokenizers
 
 _EPS = 1e-9  # slack on every bound: pruning is conservative against floating-point rounding
 
@@ -46,10 +45,16 @@ _EPS = 1e-9  # slack on every bound: pruning is conservative against floating-po
 def tokenize(text: str) -> list[str]:
     """``text`` as ROUGE tokens: ``rouge_score``'s default tokenizer without stemming
     (lower-cased runs of ``[a-z0-9]``; other characters separate tokens)."""
-    return _TOKENIZER.tokenize(text or "")
+    return _rouge()[0](text or "")
 
 
-_TOKENIZER = tokenizers.DefaultTokenizer(use_stemmer=False)
+@functools.cache
+def _rouge() -> tuple[Callable[[str], list[str]], Callable[[float, float], float]]:
+    """rouge-score's tokenizer and F-measure, imported on first use (the import takes seconds:
+    it loads nltk), so that importing a strategy module stays cheap."""
+    from rouge_score import scoring, tokenizers
+
+    return tokenizers.DefaultTokenizer(use_stemmer=False).tokenize, scoring.fmeasure
 
 
 def lcs_length(a: Sequence[Any], b: Sequence[Any]) -> int:
@@ -91,11 +96,13 @@ def f_measure(lcs: int, target_len: int, prediction_len: int) -> float:
         return 0.0
     precision = lcs / prediction_len
     recall = lcs / target_len
-    return scoring.fmeasure(precision, recall)
+    return _rouge()[1](precision, recall)
 
 
 def rouge_l(target: str, prediction: str) -> float:
-    """ROUGE-L F1 of two texts; equals ``RougeScorer(["rougeL"]).score(target, prediction).fmeasure``."""
+    """Pairwise ROUGE-L F1 of two texts on rouge-score's tokens (no stemming); equals
+    ``RougeScorer(["rougeL"]).score(target, prediction)["rougeL"].fmeasure`` (0.0 when either
+    has no token). Chan et al.'s strategies score generated questions with it."""
     a, b = tokenize(target), tokenize(prediction)
     return f_measure(lcs_length(a, b), len(a), len(b))
 

@@ -23,8 +23,9 @@ The pool is a text file (one persona a line; blank lines and ``#`` comments skip
 Persona Hub release is shaped). The shipped pool (``data/personas.txt``, ~60 personas written
 for distillery) is the default.
 
-This module also holds helpers the other attribute-driven strategies share (:func:`refusal`,
-:func:`step_failure`, :func:`strip_preamble`, :func:`required_variables`, :func:`combined`).
+This module also holds :func:`clean_instruction` (instruction backtranslation uses it) and
+:func:`set_response` (the attributes strategy's); the checks every strategy makes are in
+:mod:`distillery.generate.checks`, the template helpers in :mod:`distillery.generate.templates`.
 """
 
 from __future__ import annotations
@@ -38,71 +39,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
-import jinja2.meta
-import jinja2.nodes
 import pyarrow as pa
 from pydantic import Field
 
-from distillery.backends.base import GenerationRequest, GenerationResult, SamplingParams
+from distillery.backends.base import GenerationRequest
 from distillery.errors import RecipeError
 from distillery.generate.candidates import PromptItem, seed_id
+from distillery.generate.checks import call_failure, refusal
 from distillery.generate.parse import strip_wrapping
-from distillery.generate.prompt import PromptBuilder
 from distillery.generate.strategy import GenerationContext, Strategy
-from distillery.generate.templates import TemplatedConfig
+from distillery.generate.templates import TemplatedConfig, combined, required_variables
 from distillery.io.seeds import BadRow, SeedRow
 from distillery.records import add_verdict, conversation
 from distillery.registry import register
 
-# -- helpers shared with the attributes, rephrase and backtranslation strategies ---------------
-
-_REFUSAL = re.compile(
-    r"^\W*(?:i\s*(?:'|’)?m\s+sorry|i\s+am\s+sorry|sorry\b|i\s+apologi[sz]e|i\s+(?:cannot|can\s*(?:'|’)?t|can\s+not|won\s*(?:'|’)?t)"
-    r"\s+(?:help|assist|do|provide|create|write|comply|fulfil|rephrase|rewrite)|i\s*(?:'|’)?m\s+(?:not\s+able|unable)\s+to"
-    r"|i\s+am\s+(?:not\s+able|unable)\s+to|as\s+an\s+ai\b)",
-    re.I,
-)
-
-
-def refusal(text: str | None) -> bool:
-    """Whether ``text`` opens as a refusal ("I'm sorry, but I can't...", "As an AI...")."""
-    return bool(text) and bool(_REFUSAL.match(text.strip()[:200]))
-
-
-def step_failure(result: GenerationResult, step: str, sampling: SamplingParams | None) -> str | None:
-    """Why the intermediate call ``step`` gave nothing usable (``category: detail``), or ``None``.
-
-    The categories are those of a final call (:func:`distillery.generate.candidates.candidate_record`):
-    ``<error_kind>`` (a permanent failure), ``content_filter``, ``empty_response``, ``truncated``.
-    Transient failures never reach here (:meth:`GenerationContext.keep`).
-    """
-    if result.error_kind is not None:
-        return f"{result.error_kind}: the {step} step failed: {result.error}"
-    if result.finish_reason == "content_filter":
-        return f"content_filter: the server withheld the {step} step's response"
-    if not (result.text or "").strip():
-        return f"empty_response: the {step} step returned no text"
-    if result.finish_reason == "length":
-        limit = sampling.max_tokens if sampling else "?"
-        return f"truncated: the {step} step was cut off at max_tokens={limit}"
-    return None
-
-
-_PREAMBLE = re.compile(
-    r"\A\s*(?:sure|certainly|of course|okay|ok|absolutely|great)?[!,.]*\s*"
-    r"(?:here(?:'|’)?s|here\s+is|here\s+are|below\s+is)\b[^\n]{0,160}?:\s*\n+(?=\S)",
-    re.I,
-)
-
-
-def strip_preamble(text: str) -> tuple[str, str | None]:
-    """``text`` without a chat preamble line ("Sure! Here's a simpler version:"), and the line
-    removed (``None`` when there was none). Text that is nothing but a preamble is returned whole."""
-    m = _PREAMBLE.match(text)
-    if not m:
-        return text, None
-    return text[m.end():], text[: m.end()].strip()
+# -- helpers shared with the attributes strategy -------------------------------------------------
 
 
 def set_response(record: dict[str, Any], text: str, removed: str) -> None:
@@ -111,39 +62,6 @@ def set_response(record: dict[str, Any], text: str, removed: str) -> None:
     record["response"] = text
     record["completion"], record["messages"] = conversation(record["prompt"], text)
     add_verdict(record, "generate", "preamble", True, {"removed": removed})
-
-
-_PARSE = jinja2.Environment()
-
-
-def template_variables(builder: PromptBuilder) -> set[str]:
-    """Every variable ``builder``'s templates (user and system) read."""
-    names: set[str] = set()
-    for source in (builder.template, builder.system or ""):
-        names |= jinja2.meta.find_undeclared_variables(_PARSE.parse(source))
-    return names
-
-
-def required_variables(builder: PromptBuilder, provided: set[str] | frozenset[str] = frozenset()) -> set[str]:
-    """Variables of ``builder``'s templates that seeds must supply: every variable but those in
-    ``provided`` (the strategy fills them) and those the template treats as optional
-    (tested with ``is defined`` / ``is undefined`` or given a ``default``)."""
-    names: set[str] = set()
-    optional: set[str] = set()
-    for source in (builder.template, builder.system or ""):
-        ast = _PARSE.parse(source)
-        names |= jinja2.meta.find_undeclared_variables(ast)
-        for node in ast.find_all((jinja2.nodes.Test, jinja2.nodes.Filter)):
-            if isinstance(node.node, jinja2.nodes.Name) and node.name in ("defined", "undefined", "default", "d"):
-                optional.add(node.node.name)
-    return names - optional - set(provided)
-
-
-def combined(builders: list[PromptBuilder]) -> PromptBuilder:
-    """One builder whose ``template_hash`` identifies all of ``builders`` (a record's
-    ``prompt_template_hash`` for a strategy with several templates); never rendered."""
-    system = "\n\n".join(b.system for b in builders if b.system) or None
-    return PromptBuilder("\n\n".join(b.template for b in builders), system=system)
 
 
 # -- the persona pool ---------------------------------------------------------------------------
@@ -227,7 +145,7 @@ def clean_instruction(text: str | None) -> tuple[str | None, str | None]:
         ``(instruction, None)`` or ``(None, reason)``: ``refusal: ...``, ``empty_instruction: ...``
         or ``too_short: ...`` (fewer than 3 words).
     """
-    if refusal(text):
+    if refusal(text, at_start=True):
         return None, "refusal: the teacher declined to write the prompt"
     t = strip_wrapping(text)
     t = _LABEL.sub("", t, count=1).strip()
@@ -341,7 +259,7 @@ class Persona(Strategy):
             row, sid, k, index, messages = plan[i]
             extra = {"persona": self.pool[index], "persona_index": index}
             instruction, reason = clean_instruction(result.text)
-            if step_failure(result, "create", ctx.sampling) or reason:
+            if call_failure(result, "create", ctx.sampling.max_tokens if ctx.sampling else None) or reason:
                 # the record keeps the create call's prompt and raw text; candidate() rejects failed,
                 # empty and truncated results itself, reject() the rest
                 record = ctx.candidate(PromptItem(row, sid, messages), result, k, **extra)
@@ -363,7 +281,7 @@ class Persona(Strategy):
             i, item, step = answers[j]
             index = plan[i][3]
             record = ctx.candidate(item, result, plan[i][2], [step], persona=self.pool[index], persona_index=index)
-            if record["accepted"] and refusal(result.text):
+            if record["accepted"] and refusal(result.text, at_start=True):
                 ctx.reject(record, "refusal: the teacher declined to answer the prompt it wrote", raw=result.text)
             made[i] = record
         return records + [made[i] for i in sorted(made)]

@@ -40,9 +40,9 @@ from pydantic import Field, field_validator
 
 from distillery.backends.base import GenerationRequest, GenerationResult
 from distillery.generate.candidates import PromptItem, seed_id
-from distillery.generate.persona import combined, refusal, required_variables, step_failure, strip_preamble
+from distillery.generate.checks import call_failure, refusal, strip_preamble
 from distillery.generate.strategy import GenerationContext, Strategy
-from distillery.generate.templates import TemplatedConfig
+from distillery.generate.templates import TemplatedConfig, combined, required_variables
 from distillery.io.seeds import BadRow, SeedRow
 from distillery.records import add_verdict, new_record
 from distillery.registry import register
@@ -133,7 +133,7 @@ def judge_rephrasing(source: str, text: str, style: str, min_length_ratio: float
     rejected, or ``None``. Categories: ``refusal``, ``copied`` (n-gram overlap with the source
     above ``max_overlap``), ``too_short`` (characters relative to the source below
     ``min_length_ratio``), ``no_qa`` (a ``qa`` rephrasing with no question-answer pair)."""
-    if refusal(text):
+    if refusal(text, at_start=True):
         return "refusal: the teacher declined to rephrase the document"
     overlap = ngram_overlap(text, source, overlap_n)
     if overlap > max_overlap:
@@ -284,8 +284,8 @@ class Rephrase(Strategy):
             label = "rephrase" + (f" (chunk {j + 1}/{n})" if n > 1 else "")
             piece = (result.text or "").strip()
             if reason is None:
-                reason = step_failure(result, label, ctx.sampling)
-                if reason is None and refusal(piece):
+                reason = call_failure(result, label, ctx.sampling.max_tokens if ctx.sampling else None)
+                if reason is None and refusal(piece, at_start=True):
                     reason, raw = f"refusal: the teacher declined the {label} call", result.text
             piece, cut = strip_preamble(piece)
             if cut:

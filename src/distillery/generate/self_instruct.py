@@ -31,7 +31,10 @@ distillery in ``distillery/generate/data/self_instruct/seed_tasks.jsonl``, Apach
 Records (what a student trains on): prompt ``[{"role": "user", "content": instruction +
 ("\\n\\n" + input)}]``, response the instance's output; one record per kept instance (at most
 ``instances_per_instruction``). ``steps`` hold the three calls (``self_instruct.instructions``,
-``self_instruct.classify``, ``self_instruct.instances``). Rejected records (response ``None``,
+``self_instruct.classify``, ``self_instruct.instances``); an instruction request of batch ``k``
+is sent as step ``self_instruct.instructions-b<k>`` (sample index ``round * per_round +
+request``), so requests of two batches never share a cache key, and a batch that is redone
+asks with the keys it had. Rejected records (response ``None``,
 the model's raw text in the verdict) are made for every candidate the paper drops, with its
 reason: ``filtered: ...``, ``too_similar: rouge_l=0.83 to "..."``, ``surplus: ...`` (the batch
 already had its share), ``no_list``/``refusal``/``truncated`` (an answer without usable list
@@ -73,6 +76,7 @@ from distillery import registry
 from distillery.backends.base import GenerationRequest, GenerationResult
 from distillery.errors import RecipeError
 from distillery.generate.candidates import PromptItem, seed_id
+from distillery.generate.checks import call_failure, refusal
 from distillery.generate.novelty import NoveltyIndex
 from distillery.generate.parse import numbered_list, strip_wrapping
 from distillery.generate.strategy import GenerationContext, Strategy
@@ -91,7 +95,6 @@ _TEMPLATE_VARIABLES = {
     "instance_input_first": {"examples", "instruction", "n"},
     "instance_output_first": {"examples", "instruction", "n"},
 }
-_REFUSAL = re.compile(r"(?i)\b(?:i'?m sorry|i am sorry|i can(?:no|')t|i am unable|i'm unable|as an ai)\b")
 _TASK_LABEL = re.compile(r"^(?:task|instruction)\s*\d*\s*[:.)-]\s*", re.I)
 _FIELD = re.compile(r"^[ \t]*(?:[-*#>]+[ \t]*)?\**[ \t]*(input|output|class[ \t]+label|label)[ \t]*\**[ \t]*[:：]\**[ \t]*",
                     re.I | re.M)
@@ -389,9 +392,9 @@ class SelfInstruct(Strategy):
         return n * end // total - n * start // total
 
     def _write_pool(self, ctx: GenerationContext, human: list[_Task], machine: list[tuple[_Task, int, int]]) -> None:
-        if ctx.run_dir is None:
+        if ctx.state_dir is None:
             return
-        with atomic_open(ctx.run_dir / "state" / "self_instruct_pool.jsonl") as fh:
+        with atomic_open(ctx.state_dir / "self_instruct_pool.jsonl") as fh:
             for t in human:
                 fh.write(json.dumps({"id": t.id, "instruction": t.instruction, "source": "human"}, ensure_ascii=False) + "\n")
             for t, batch, rnd in machine:
@@ -438,7 +441,7 @@ class SelfInstruct(Strategy):
             requests = [
                 GenerationRequest.make(self.templates["instructions"].messages({"tasks": [t.instruction for t in shown],
                                                                                 "n": c.new_per_request}),
-                                       ctx.sampling, rnd * c.per_round + q, step="self_instruct.instructions")
+                                       ctx.sampling, rnd * c.per_round + q, step=f"self_instruct.instructions-b{ctx.batch}")
                 for q, (_, shown) in enumerate(plans)
             ]
             results = await ctx.generate(requests)
@@ -481,7 +484,7 @@ class SelfInstruct(Strategy):
 
     def _items(self, result: GenerationResult, ctx: GenerationContext) -> list[tuple[str | None, str | None]]:
         """The instruction texts of one answer, or one ``(None, reason)`` when it has none usable."""
-        reason = _failure(result, ctx)
+        reason = call_failure(result, "self_instruct.instructions", ctx.sampling.max_tokens)
         if reason and not reason.startswith("truncated"):
             return [(None, reason)]
         items, why = numbered_list(result.text)
@@ -489,7 +492,7 @@ class SelfInstruct(Strategy):
             items = items[:-1]  # the last item may be cut off (the paper drops it too)
             why = reason if not items else None
         if not items:
-            if why and why.startswith("no_list") and _REFUSAL.search(result.text or ""):
+            if why and why.startswith("no_list") and refusal(result.text):
                 why = f"refusal: {_clip(result.text or '')!r}"
             return [(None, why or reason)]
         return [(item, None) for item in items]
@@ -511,7 +514,8 @@ class SelfInstruct(Strategy):
             if not ctx.keep(result):
                 continue
             cd.steps = [cd.gen_step, ctx.step("self_instruct.classify", request, result)]
-            cd.is_classification = parse_yes_no(result.text) if _failure(result, ctx) is None else None
+            failed = call_failure(result, "self_instruct.classify", ctx.sampling.max_tokens)
+            cd.is_classification = parse_yes_no(result.text) if failed is None else None
 
     async def _instances(self, ctx: GenerationContext, human: list[_Task], cands: list[_Candidate]) -> list[dict[str, Any]]:
         c = self.config
@@ -543,7 +547,7 @@ class SelfInstruct(Strategy):
             if not ctx.keep(result):
                 continue
             steps = [*cd.steps, ctx.step("self_instruct.instances", request, result)]
-            reason = _failure(result, ctx)
+            reason = call_failure(result, "self_instruct.instances", ctx.sampling.max_tokens)
             pairs: list[tuple[str, str]] = []
             if reason is None:
                 parsed, reason = parse_instances(result.text, cd.is_classification is True)
@@ -569,19 +573,6 @@ class SelfInstruct(Strategy):
         in the verdict."""
         item = PromptItem(cd.lead, cd.sid, messages)
         return ctx.record(item, None, 0, steps, reject=reason, raw=raw, **fields)
-
-
-def _failure(result: GenerationResult, ctx: GenerationContext) -> str | None:
-    """Why ``result`` cannot be used (permanent error, content filter, empty, truncated), or ``None``."""
-    if result.error_kind is not None:
-        return f"{result.error_kind}: {result.error}"
-    if result.finish_reason == "content_filter":
-        return "content_filter: the server withheld the response under its content policy"
-    if not (result.text or "").strip():
-        return "empty_response: the teacher returned no text"
-    if result.finish_reason == "length":
-        return f"truncated: cut off at max_tokens={ctx.sampling.max_tokens}"
-    return None
 
 
 def _clip(text: str, n: int = 80) -> str:

@@ -13,6 +13,9 @@ overrides any of them under ``generation.templates``, by name, with a path (``.j
 
 A template is a user message; a file whose first line is ``{# system: ... #}`` also sets a
 system message. Undefined variables are errors (:class:`~distillery.generate.prompt.PromptBuilder`).
+
+Helpers for strategies with several templates: :func:`required_variables` (the seed fields a
+template reads, for a strategy's ``inputs``) and :func:`combined` (one identity for all of them).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import jinja2.meta
+import jinja2.nodes
 from pydantic import Field
 
 from distillery.errors import RecipeError
@@ -29,6 +35,7 @@ from distillery.generate.prompt import PromptBuilder
 from distillery.generate.strategy import StrategyConfig
 
 _SYSTEM = re.compile(r"\A\{#\s*system:\s*(.*?)\s*#\}\n?", re.S)
+_PARSE = jinja2.Environment()
 
 
 def shipped(strategy: str) -> dict[str, str]:
@@ -101,3 +108,28 @@ def _override_text(name: str, value: str, base_dir: str | Path | None) -> str:
             raise RecipeError(f"generation.templates.{name}: file not found: {path}")
         return path.read_text(encoding="utf-8")
     return value
+
+
+def required_variables(builder: PromptBuilder, provided: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Variables of ``builder``'s templates (user and system) that seeds must supply: every
+    variable but those in ``provided`` (the strategy fills them) and those the template treats
+    as optional (tested with ``is defined`` / ``is undefined`` or given a ``default``).
+
+    A strategy's ``inputs`` are these for every template it renders with seed fields, so a
+    recipe whose (overridden) template reads a field the seeds lack stops before any call."""
+    names: set[str] = set()
+    optional: set[str] = set()
+    for source in (builder.template, builder.system or ""):
+        ast = _PARSE.parse(source)
+        names |= jinja2.meta.find_undeclared_variables(ast)
+        for node in ast.find_all((jinja2.nodes.Test, jinja2.nodes.Filter)):
+            if isinstance(node.node, jinja2.nodes.Name) and node.name in ("defined", "undefined", "default", "d"):
+                optional.add(node.node.name)
+    return names - optional - set(provided)
+
+
+def combined(builders: list[PromptBuilder]) -> PromptBuilder:
+    """One builder whose ``template_hash`` identifies all of ``builders`` (a record's
+    ``prompt_template_hash`` for a strategy with several templates); never rendered."""
+    system = "\n\n".join(b.system for b in builders if b.system) or None
+    return PromptBuilder("\n\n".join(b.template for b in builders), system=system)
