@@ -9,7 +9,9 @@ import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.helpers import QuietHTTPServer
 
 
 class FaultServer:
@@ -86,7 +88,7 @@ class FaultServer:
                     "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
                 })
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 # The shared data: $DISTILLERY_DATA, else ../shared/data beside the checkout, else /work/shared/data
@@ -64,6 +65,18 @@ def build_tiny_gsm8k_model(folder: Path, steps: int = 200, seed: int = 0) -> Pat
     return save_model(model, tok, folder)
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that prints no traceback when a client hangs up before its answer
+    is written (a test's client that gave up on purpose)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,7 +91,7 @@ class CountingProxy:
     def __init__(self, upstream_port: int) -> None:
         import http.client
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.completions = 0
         lock = threading.Lock()
@@ -112,7 +125,7 @@ class CountingProxy:
 
             do_GET = do_POST = _forward
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

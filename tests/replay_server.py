@@ -22,8 +22,10 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.helpers import QuietHTTPServer
 
 Answer = str | list[str] | Callable[[str, dict], str]
 
@@ -104,7 +106,7 @@ class ReplayTeacher:
                 self._send(200, {"id": f"replay-{len(outer.log)}", "object": obj, "created": 0, "model": outer.model,
                                  "choices": [choice], "usage": usage})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
