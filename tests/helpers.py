@@ -183,6 +183,21 @@ class Server:
         self._log.close()
 
 
+def run_pipeline(recipe, out: Path) -> tuple[dict, list[dict], list[dict]]:
+    """Run ``recipe`` into ``out``; return ``(report, accepted records, rejected records)`` (the
+    dataset's columns start with the common record fields)."""
+    import pyarrow.parquet as pq
+
+    from distillery.pipeline.runner import Pipeline
+    from distillery.records import RECORD_FIELDS
+
+    report = Pipeline(recipe, progress=False).run()
+    accepted = pq.read_table(out / "accepted.parquet")
+    rejected = pq.read_table(out / "rejected.parquet")
+    assert accepted.column_names[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)
+    return report, accepted.to_pylist(), rejected.to_pylist()
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the `distillery` command; return the completed process (never raises on exit status)."""
     return subprocess.run(

@@ -15,7 +15,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from distillery.backends.base import GenerationResult
@@ -25,20 +24,13 @@ from distillery.generate.checks import call_failure, refusal, refusal_phrase, st
 from distillery.generate.persona import clean_instruction, draw_persona, load_personas, shipped_pool_path
 from distillery.generate.prompt import PromptBuilder
 from distillery.generate.templates import required_variables
-from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
-from distillery.records import RECORD_FIELDS
+from tests.helpers import run_pipeline
 from tests.replay_server import ReplayTeacher
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-def run(recipe: Recipe, out: Path) -> tuple[dict, list[dict], list[dict]]:
-    report = Pipeline(recipe, progress=False).run()
-    accepted = pq.read_table(out / "accepted.parquet")
-    rejected = pq.read_table(out / "rejected.parquet")
-    assert accepted.column_names[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)
-    return report, accepted.to_pylist(), rejected.to_pylist()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -268,7 +260,7 @@ def test_persona_end_to_end_against_a_replay_teacher(tmp_path: Path):
             "output": {"dir": str(out)},
             "report": {"embedding_model": None},
         })
-        report, accepted, rejected = run(recipe, out)
+        report, accepted, rejected = run_pipeline(recipe, out)
         assert not teacher.unmatched
         assert len(teacher.requests("Write one math word problem")) == 6
         assert len(teacher.requests()) == 6 + 4  # a respond call for each usable problem
@@ -334,7 +326,7 @@ def test_attributes_end_to_end_against_a_replay_teacher(tmp_path: Path):
             "output": {"dir": str(out)},
             "report": {"embedding_model": None},
         })
-        report, accepted, rejected = run(recipe, out)
+        report, accepted, rejected = run_pipeline(recipe, out)
         assert not teacher.unmatched and len(teacher.requests()) == 6
     assert report["candidates"] == 6 and len(accepted) == 3
     reasons = {r["id"]: r["reject_reason"] for r in rejected}
@@ -382,7 +374,7 @@ def test_persona_recipe_against_a_real_server(gsm8k_server, tmp_path: Path):
     out = tmp_path / "persona"
     recipe = Recipe.from_yaml(RECIPES / "persona.yaml", server_overrides(gsm8k_server, out, **{
         "seeds.limit": 3, "generation.samples": 2, "teacher.sampling.max_tokens": 48}))  # some problems end: two steps
-    report, accepted, rejected = run(recipe, out)
+    report, accepted, rejected = run_pipeline(recipe, out)
     check_mechanics(report, accepted, rejected, "persona", 6)
     pool = load_personas(shipped_pool_path())
     for r in accepted + rejected:
@@ -399,7 +391,7 @@ def test_attributes_recipe_against_a_real_server(gsm8k_server, tmp_path: Path):
     out = tmp_path / "attributes"
     recipe = Recipe.from_yaml(RECIPES / "attributes.yaml", server_overrides(gsm8k_server, out, **{"seeds.limit": 3,
                                                                                                      "generation.draws": 2}))
-    report, accepted, rejected = run(recipe, out)
+    report, accepted, rejected = run_pipeline(recipe, out)
     check_mechanics(report, accepted, rejected, "attributes", 6)
     assert report["cache"]["backend_calls"] == 6
     for r in accepted + rejected:

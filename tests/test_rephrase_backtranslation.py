@@ -16,7 +16,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from distillery.builtin.sources import pydoc_topics
@@ -30,21 +29,14 @@ from distillery.generate.rephrase import (
     keep_original,
     ngram_overlap,
 )
-from distillery.pipeline.runner import Pipeline
 from distillery.recipe import Recipe
-from distillery.records import RECORD_FIELDS
 from distillery.text import words
+from tests.helpers import run_pipeline
 from tests.replay_server import ReplayTeacher
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-def run(recipe: Recipe, out: Path) -> tuple[dict, list[dict], list[dict]]:
-    report = Pipeline(recipe, progress=False).run()
-    accepted = pq.read_table(out / "accepted.parquet")
-    rejected = pq.read_table(out / "rejected.parquet")
-    assert accepted.column_names[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)
-    return report, accepted.to_pylist(), rejected.to_pylist()
 
 
 # -- chunking and the rephrasing filters ----------------------------------------------------------
@@ -207,7 +199,7 @@ def test_rephrase_end_to_end_against_a_replay_teacher(tmp_path: Path):
             "output": {"dir": str(out)},
             "report": {"embedding_model": None},
         })
-        report, accepted, rejected = run(recipe, out)
+        report, accepted, rejected = run_pipeline(recipe, out)
         assert not teacher.unmatched
         assert len(teacher.requests()) == 4 * 2 + 3 * 2  # the bread document is three chunks
     assert report["candidates"] == 15 and len(accepted) == 10
@@ -300,7 +292,7 @@ def test_backtranslation_end_to_end_against_a_replay_teacher(tmp_path: Path):
             "output": {"dir": str(out)},
             "report": {"embedding_model": None},
         })
-        report, accepted, rejected = run(recipe, out)
+        report, accepted, rejected = run_pipeline(recipe, out)
         assert not teacher.unmatched
         curate = teacher.requests("5-point scale")
         assert len(curate) == 6 and len(teacher.requests("Work out what that request was")) == 7
@@ -355,7 +347,7 @@ def test_rephrase_recipe_against_a_real_server(gsm8k_server, tmp_path: Path):
     out = tmp_path / "rephrase"
     recipe = Recipe.from_yaml(RECIPES / "rephrase.yaml", server_overrides(gsm8k_server, out, **{
         "seeds.limit": 2, "seeds.options": {"min_chars": 400, "max_chars": 1200}, "generation.max_chunk_chars": 600}))
-    report, accepted, rejected = run(recipe, out)
+    report, accepted, rejected = run_pipeline(recipe, out)
     check_mechanics(report, accepted, rejected, "rephrase")
     records = accepted + rejected
     assert Counter(r["style"] for r in records) == {"encyclopedic": 2, "qa": 2, "original": 2}
@@ -376,7 +368,7 @@ def test_backtranslation_recipe_against_a_real_server(gsm8k_server, tmp_path: Pa
     out = tmp_path / "backtranslation"
     recipe = Recipe.from_yaml(RECIPES / "backtranslation.yaml", server_overrides(gsm8k_server, out, **{
         "seeds.limit": 4, "seeds.options": {"min_chars": 300, "max_chars": 900}}))
-    report, accepted, rejected = run(recipe, out)
+    report, accepted, rejected = run_pipeline(recipe, out)
     check_mechanics(report, accepted, rejected, "backtranslation")
     docs = {d["id"]: d["text"] for d in pydoc_topics({"min_chars": 300, "max_chars": 900})}
     assert report["candidates"] == 4

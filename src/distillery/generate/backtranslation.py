@@ -31,12 +31,12 @@ from pydantic import Field
 
 from distillery.backends.base import GenerationRequest
 from distillery.generate import parse
-from distillery.generate.candidates import PromptItem, seed_id
+from distillery.generate.candidates import PromptItem
 from distillery.generate.checks import call_failure
 from distillery.generate.persona import clean_instruction
 from distillery.generate.strategy import GenerationContext, Strategy
 from distillery.generate.templates import TemplatedConfig, combined, required_variables
-from distillery.io.seeds import BadRow, SeedRow
+from distillery.io.seeds import SeedRow
 from distillery.registry import register
 
 SCORE_SCHEMA: dict[str, Any] = {
@@ -91,18 +91,10 @@ class Backtranslation(Strategy):
 
     async def generate(self, seeds: list[SeedRow], ctx: GenerationContext) -> list[dict[str, Any]]:
         c = self.config
-        records: list[dict[str, Any]] = []
-        docs: list[tuple[SeedRow, str, str, list[dict[str, str]]]] = []  # row, seed id, document, instruction messages
-        for row in seeds:
-            text = row.data.get(c.text_field)
-            text = "" if text is None else str(text)
-            if not text.strip():
-                records.append(ctx.bad_row(BadRow(row.index, row.line, f"empty_field: {c.text_field!r} is empty",
-                                                  field=c.text_field)))
-                continue
-            variables = {**row.data, "seed": row.data, "document": text}
-            docs.append((row, seed_id(row, ctx.id_field, ctx.source_name), text, self.instruction.messages(variables)))
-        ctx.prompted += len(docs)
+        texts, records = ctx.texts(seeds, c.text_field)
+        # row, seed id, document, instruction messages
+        docs = [(row, sid, text, self.instruction.messages({**row.data, "seed": row.data, "document": text}))
+                for row, sid, text in texts]
 
         asks = [GenerationRequest.make(m, ctx.sampling, 0, step="instruction") for _, _, _, m in docs]
         made: dict[int, dict[str, Any]] = {}

@@ -39,11 +39,11 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from distillery.backends.base import GenerationRequest, GenerationResult
-from distillery.generate.candidates import PromptItem, seed_id
+from distillery.generate.candidates import PromptItem
 from distillery.generate.checks import call_failure, refusal, strip_preamble
 from distillery.generate.strategy import GenerationContext, Strategy
 from distillery.generate.templates import TemplatedConfig, combined, required_variables
-from distillery.io.seeds import BadRow, SeedRow
+from distillery.io.seeds import SeedRow
 from distillery.records import add_verdict, new_record
 from distillery.registry import register
 from distillery.text import word_ngrams, words
@@ -227,17 +227,9 @@ class Rephrase(Strategy):
 
     async def generate(self, seeds: list[SeedRow], ctx: GenerationContext) -> list[dict[str, Any]]:
         c = self.config
-        records: list[dict[str, Any]] = []
-        docs: list[tuple[SeedRow, str, str, list[str]]] = []  # row, seed id, text, chunks
-        for row in seeds:
-            text = row.data.get(c.text_field)
-            text = "" if text is None else str(text)
-            if not text.strip():
-                records.append(ctx.bad_row(BadRow(row.index, row.line, f"empty_field: {c.text_field!r} is empty",
-                                                  field=c.text_field)))
-                continue
-            docs.append((row, seed_id(row, ctx.id_field, ctx.source_name), text, chunk_document(text, c.max_chunk_chars)))
-        ctx.prompted += len(docs)
+        texts, records = ctx.texts(seeds, c.text_field)
+        # row, seed id, text, chunks
+        docs = [(row, sid, text, chunk_document(text, c.max_chunk_chars)) for row, sid, text in texts]
 
         requests: list[GenerationRequest] = []
         where: list[tuple[int, str, int]] = []  # doc, style, chunk

@@ -257,6 +257,28 @@ class GenerationContext:
         self.prompted += len(items)
         return items, rejected
 
+    def texts(self, seeds: list[SeedRow], field: str) -> tuple[list[tuple[SeedRow, str, str]], list[dict[str, Any]]]:
+        """The seeds' documents in ``field`` (rephrasing, backtranslation), counted as prompted.
+
+        Returns:
+            ``(documents, rejected)``: ``(row, seed id, text)`` of each seed with text, and a
+            rejected ``empty_field`` record for each seed whose ``field`` is missing or blank.
+
+        Raises:
+            InputError: a seed's ``field`` is blank (without ``--skip-bad-rows``).
+        """
+        docs: list[tuple[SeedRow, str, str]] = []
+        rejected: list[dict[str, Any]] = []
+        for row in seeds:
+            value = row.data.get(field)
+            text = "" if value is None else str(value)
+            if not text.strip():
+                rejected.append(self.bad_row(BadRow(row.index, row.line, f"empty_field: {field!r} is empty", field=field)))
+                continue
+            docs.append((row, seed_id(row, self.id_field, self.source_name), text))
+        self.prompted += len(docs)
+        return docs, rejected
+
     def bad_row(self, bad: BadRow) -> dict[str, Any]:
         """A rejected record for a seed that cannot be used (keeps its raw text and reason).
 
