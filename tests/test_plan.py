@@ -55,7 +55,7 @@ def test_plan_estimates_a_judge_stage_apart_from_generation(tmp_path: Path):
             "teacher.base_url": server.base_url, "teacher.model": server.model, "seeds.limit": 12,
             "output.batch_size": 4, "output.dir": str(out), "generation.samples_per_prompt": 1,
             "generation.accept_per_prompt": None, "report.embedding_model": None, "filters": [],
-            "verifiers": [{"type": "judge", "model": model,
+            "verifiers": [{"type": "judge", "model": model, "allow_self_judging": True,
                            "template": "Rate the response to {{ prompt }}:\n{{ response }}", "threshold": 5}],
             "pricing.input_per_million": 2.0, "pricing.output_per_million": 4.0, "budget.max_requests": 1000,
         })

@@ -183,6 +183,12 @@ class Recipe(_Strict):
                 f"a teacher is needed: generation.strategy {strategy.name!r} calls one; add a teacher: section "
                 "(or set seeds.response_field / response_template to curate the seeds' own responses)"
             )
+        for section in ("verifiers", "filters", "dedup"):
+            for i, entry in enumerate(getattr(self, section)):
+                try:
+                    entry.check_recipe(self, f"{section}.{i}")  # a stage's checks against the whole recipe
+                except RecipeError as e:
+                    raise ValueError(str(e)) from None
         return self
 
     def response_template(self) -> str | None:

@@ -79,6 +79,10 @@ RECORD_FIELDS: tuple[str, ...] = (
 )
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+PREFERENCE_OUTPUTS: dict[str, pa.DataType] = {"chosen": pa.list_(MESSAGE_TYPE), "rejected": pa.list_(MESSAGE_TYPE)}
+"""The output fields of a strategy that makes preference pairs (``Strategy.outputs``): ``chosen``
+and ``rejected`` are assistant turns for the record's ``prompt`` (TRL's prompt/chosen/rejected
+format); the record's ``completion`` is the chosen turn."""
 VERDICT_TYPE = pa.struct(
     [("stage", pa.string()), ("name", pa.string()), ("passed", pa.bool_()), ("detail", pa.string())]
 )

@@ -18,6 +18,8 @@ rejected with its path before any work starts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 from distillery.pipeline.stage import BuildContext, Stage
@@ -49,6 +51,18 @@ class StageConfig(BaseModel):
     def stage_name(self) -> str:
         """The stage's name in verdicts and the report: ``name`` if given, else ``type``."""
         return self.name or str(getattr(self, "type", type(self).__name__))
+
+    def check_recipe(self, recipe: Any, where: str) -> list[str]:
+        """Checks of this entry against the whole recipe, run when the recipe is validated (a
+        judge that is the teacher, say). ``where`` is the entry's key path (``verifiers.0``).
+
+        Returns:
+            warnings (logged; default none).
+
+        Raises:
+            distillery.errors.RecipeError: the recipe cannot use this entry as it is.
+        """
+        return []
 
     def build(self, ctx: BuildContext) -> Stage:
         """Construct the stage this entry describes.

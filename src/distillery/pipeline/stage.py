@@ -52,7 +52,13 @@ class Check:
 class StageStats:
     """Counters of one stage over a run: records in and out, seconds, failure reasons, and
     checks left undecided by transient failures (``transient``, by reason category; never
-    written: a batch with any is not finished)."""
+    written: a batch with any is not finished), and a stage's own run-level figures
+    (``summary``, e.g. a judge's position and length bias, reported under ``stages[].summary``).
+
+    ``summary`` layout: ``counts`` (numbers, added up over batches by :meth:`merge`),
+    ``ratios`` (``{name: [numerator count, denominator count]}``: :meth:`to_dict` writes each as
+    ``rates[name]``, ``None`` when the denominator is 0), and any other key (a JSON value the
+    same in every batch, e.g. calibration figures: the latest one is kept)."""
 
     name: str
     kind: str
@@ -62,6 +68,7 @@ class StageStats:
     reasons: Counter = field(default_factory=Counter)
     transient: Counter = field(default_factory=Counter)
     transient_errors: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, other: StageStats) -> None:
         """Add ``other``'s counts into these."""
@@ -69,6 +76,7 @@ class StageStats:
         self.records_out += other.records_out
         self.seconds += other.seconds
         self.reasons.update(other.reasons)
+        merge_summary(self.summary, other.summary)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the counters."""
@@ -79,6 +87,7 @@ class StageStats:
             "out": self.records_out,
             "seconds": round(self.seconds, 4),
             "reasons": dict(self.reasons.most_common()),
+            **({"summary": summary_dict(self.summary)} if self.summary else {}),
         }
 
     @classmethod
@@ -91,7 +100,30 @@ class StageStats:
             records_out=data["out"],
             seconds=data["seconds"],
             reasons=Counter(data.get("reasons", {})),
+            summary={k: v for k, v in (data.get("summary") or {}).items() if k != "rates"},
         )
+
+
+def merge_summary(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Merge a stage summary ``other`` into ``into`` (see :class:`StageStats`): ``counts`` are
+    added, other keys replaced."""
+    for key, value in other.items():
+        if key == "counts":
+            counts = into.setdefault("counts", {})
+            for name, n in value.items():
+                counts[name] = counts.get(name, 0) + n
+        elif key != "rates":
+            into[key] = value
+
+
+def summary_dict(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with its ``rates`` computed from ``counts`` and ``ratios`` (see :class:`StageStats`)."""
+    out = {k: v for k, v in summary.items() if k != "rates"}
+    counts = summary.get("counts", {})
+    if summary.get("ratios"):
+        out["rates"] = {name: (round(counts.get(a, 0) / counts[b], 4) if counts.get(b) else None)
+                        for name, (a, b) in summary["ratios"].items()}
+    return out
 
 
 def reason_category(reason: str | None) -> str:

@@ -26,7 +26,8 @@ from distillery.train.errors import NoTrainingDataError, RunDirError
 
 # Columns a training set needs; ``seed`` (whose struct type varies by run) is never read.
 RECORD_COLUMNS = ("id", "seed_id", "sample_index", "prompt", "response", "teacher", "accepted", "reject_stage",
-                  "reject_reason", "verdicts")
+                  "reject_reason", "verdicts", "chosen", "rejected")
+"""The columns training reads (``chosen``/``rejected``: a preference strategy's own pairs, when present)."""
 
 # Stage kinds whose rejections say "this answer is worse" (a wrong answer, a failed filter);
 # duplicates and contaminated records are not worse answers and make no DPO pairs.
@@ -208,6 +209,10 @@ def dpo_pairs(
     response are used: generation failures, duplicates and contaminated records are not
     worse answers.
 
+    An accepted record that carries its own pair (``chosen`` and ``rejected``, the
+    :data:`~distillery.records.PREFERENCE_OUTPUTS` of a strategy that makes preference pairs:
+    AI feedback, Constitutional AI, AutoIF) is that pair, as it is.
+
     Returns:
         ``(pairs, stats)``: pairs in TRL's conversational preference format
         ``{"prompt": [messages], "chosen": [assistant], "rejected": [assistant]}`` in prompt
@@ -218,10 +223,14 @@ def dpo_pairs(
     bad: dict[str, list[dict[str, Any]]] = defaultdict(list)
     order: dict[str, int] = {}
     skipped: Counter = Counter()
+    explicit: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in accepted:
         key = _prompt_key(r)
         order.setdefault(key, len(order))
-        if _usable(r):
+        if r.get("chosen") and r.get("rejected"):
+            explicit[key].append({"prompt": _messages(r["prompt"]), "chosen": _messages(r["chosen"]),
+                                  "rejected": _messages(r["rejected"])})
+        elif _usable(r):
             good[key].append(r)
     for r in rejected:
         if r.get("seed_id") is None:
@@ -236,10 +245,14 @@ def dpo_pairs(
         else:
             skipped[kind] += 1
     stats.prompts = len(order)
-    stats.prompts_with_accepted = len(good)
+    stats.prompts_with_accepted = len(good.keys() | explicit.keys())
     stats.rejected_skipped = dict(skipped.most_common())
     pairs = []
-    for sid in sorted(good.keys() & bad.keys(), key=order.__getitem__):
+    for sid in sorted(explicit.keys() | (good.keys() & bad.keys()), key=order.__getitem__):
+        if sid in explicit:
+            pairs.extend(explicit[sid][:pairs_per_prompt])
+            stats.prompts_with_pairs += 1
+            continue
         chosen = sorted(good[sid], key=lambda r: r.get("sample_index") or 0)
         worse = sorted(bad[sid], key=lambda r: r.get("sample_index") or 0)
         made = 0

@@ -200,3 +200,75 @@ def pairwise_summary(comparisons: Iterable[dict[str, Any]]) -> dict[str, Any]:
     for c in comparisons:
         bias.add(c)
     return bias.to_dict()
+
+
+# -- format normalization ---------------------------------------------------------------------
+_FENCE = re.compile(r"^[ \t]*(?:```|~~~)[^\n]*$\n?", re.M)
+_HEADER = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(?=[^\s\d$-])", re.M)  # not GSM8K's "#### 72"
+_BULLET = re.compile(r"^([ \t]*)[-*+•][ \t]+", re.M)
+_QUOTE = re.compile(r"^[ \t]*>[ \t]?", re.M)
+_RULE = re.compile(r"^[ \t]*(?:[-*_][ \t]*){3,}$\n?", re.M)
+_STRONG = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.S)
+_EMPH = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*\n]+?)(?<=\S)\*(?![\w*])|(?<![\w_])_(?=[^\s_])([^_\n]+?)(?<=\S)_(?![\w_])")
+_CODE = re.compile(r"`([^`\n]+)`")
+_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
+
+
+def strip_markdown(text: str | None) -> str:
+    """``text`` without Markdown formatting, so that formatting cannot buy a judge's favour.
+
+    Removed: code-fence marker lines (the code stays), header marks (``## Title`` -> ``Title``;
+    a line such as GSM8K's ``#### 72`` is kept), bullet marks (``-``, ``*``, ``+``, ``•``;
+    numbered lists keep their numbers), block-quote marks, horizontal rules, bold and italics
+    (``**x**``, ``__x__``, ``*x*``, ``_x_``; ``snake_case`` and ``2 * 3 * 4`` are left alone),
+    inline-code backticks, and link syntax (``[text](url)`` -> ``text``). Runs of blank lines
+    become one. ``None`` gives ``""``.
+    """
+    if not text:
+        return ""
+    out = _FENCE.sub("", text)
+    out = _RULE.sub("", out)
+    out = _HEADER.sub("", out)
+    out = _QUOTE.sub("", out)
+    out = _BULLET.sub(r"\1", out)
+    out = _LINK.sub(r"\1", out)
+    out = _CODE.sub(r"\1", out)
+    for _ in range(2):  # nested: ***x***
+        out = _STRONG.sub(r"\2", out)
+    out = _EMPH.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), out)
+    return re.sub(r"\n{3,}", "\n\n", out).strip()
+
+
+# -- calibration against human verdicts ---------------------------------------------------------
+def agreement(human: list[Any], judge: list[Any]) -> float:
+    """Share of items where the judge's label equals the human one (a missing judge label,
+    ``None``, is a disagreement).
+
+    Raises:
+        ValueError: the lists differ in length or are empty.
+    """
+    if len(human) != len(judge) or not human:
+        raise ValueError(f"agreement of {len(human)} human and {len(judge)} judge labels")
+    return sum(h == j for h, j in zip(human, judge, strict=True)) / len(human)
+
+
+def cohen_kappa(human: list[Any], judge: list[Any]) -> float | None:
+    """Cohen's kappa (Cohen, 1960) between two raters' labels of the same items:
+    ``(p_o - p_e) / (1 - p_e)``, ``p_o`` the observed agreement and ``p_e`` the agreement
+    expected by chance from each rater's label frequencies. 1 is perfect agreement, 0 chance
+    level, below 0 worse than chance. A judge label ``None`` (unreadable) is a category of its own.
+
+    Returns:
+        kappa, or ``None`` when it is undefined (``p_e == 1``: both raters gave every item the
+        same single label).
+
+    Raises:
+        ValueError: the lists differ in length or are empty.
+    """
+    n = len(human)
+    p_o = agreement(human, judge)
+    labels = set(human) | set(judge)
+    p_e = sum((human.count(k) / n) * (judge.count(k) / n) for k in labels)
+    if p_e >= 1:
+        return None
+    return (p_o - p_e) / (1 - p_e)

@@ -38,12 +38,16 @@ def _short(value: Any, limit: int = _MAX_DETAIL) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def extract_program(response: str | None, entry: str = "solution") -> tuple[str | None, str]:
+def extract_program(
+    response: str | None, entry: str = "solution", any_block: bool = False
+) -> tuple[str | None, str]:
     """The program to run from a model ``response``.
 
     The first fenced code block (```` ```python ```` or bare ```` ``` ````) that defines
     ``entry`` (``def entry(`` or ``entry =``); with no fenced block at all, the whole
-    response; a final block left unclosed (a truncated response) counts as a block.
+    response; a final block left unclosed (a truncated response) counts as a block. With
+    ``any_block`` and no block defining ``entry``, the first block (e.g. a function body
+    to complete a prompt with, as in ``verify: unit_tests``).
 
     Returns:
         ``(program, source)`` with ``source`` in ``"code_block"``, ``"whole_response"``;
@@ -63,6 +67,8 @@ def extract_program(response: str | None, entry: str = "solution") -> tuple[str 
     for block in blocks:
         if defines.search(block):
             return block, "code_block"
+    if blocks and any_block:
+        return blocks[0], "code_block"
     if blocks:
         return None, f"{len(blocks)} code block(s), none defines {entry}()"
     return response, "whole_response"
