@@ -59,7 +59,7 @@ def test_shipped_pool_covers_every_type_and_draws_are_seeded(tmp_path: Path):
     assert len(draw_constraints(pool[:2], 5, 0, "q")) == 2  # never more than the pool
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "type": "length", "constraint": "Be short."}\n{"type": "case"}\n')
-    with pytest.raises(RecipeError, match="line 2: needs a non-empty"):
+    with pytest.raises(RecipeError, match="jsonl:2: needs a non-empty"):
         load_constraints(bad)
     with pytest.raises(RecipeError, match="file not found"):
         load_constraints(tmp_path / "missing.jsonl")

@@ -42,11 +42,11 @@ def test_shipped_constitution_and_loader_errors(tmp_path: Path):
     good.write_text('# my constitution\n\n{"id": "kind", "critique": "Is it unkind?", "revision": "Make it kind."}\n')
     assert load_constitution(good) == [Principle("kind", "Is it unkind?", "Make it kind.")]
     cases = {
-        "not JSON": "{oops\n",
+        "not valid JSON": "{oops\n",
         "'revision' must be a non-empty string": '{"id": "a", "critique": "x", "revision": ""}\n',
         "duplicate principle id 'a'": '{"id": "a", "critique": "x", "revision": "y"}\n{"id": "a", "critique": "x", "revision": "y"}\n',
         "has no principle": "\n# nothing\n",
-        "expected an object": '["a"]\n',
+        "expected a JSON object": '["a"]\n',
     }
     for message, text in cases.items():
         bad = tmp_path / "bad.jsonl"

@@ -60,7 +60,7 @@ def test_persona_pool_text_and_jsonl(tmp_path: Path):
     ('{"persona": "A chemist"}\n{"name": "A florist"}\n', "p.jsonl", "p.jsonl:2: no 'persona' field (found: ['name'])"),
     ('{"persona": "A chemist"}\n{"persona": ""}\n', "p.jsonl", "p.jsonl:2: 'persona' must be a non-empty string"),
     ('{"persona": "A chemist"}\n\nnot json\n', "p.jsonl", "p.jsonl:3: not valid JSON"),
-    ('["A chemist"]\n', "p.jsonl", "p.jsonl:1: no 'persona' field (found: list)"),
+    ('["A chemist"]\n', "p.jsonl", "p.jsonl:1: expected a JSON object per line, got list"),
 ])
 def test_bad_persona_pool_names_file_and_line(tmp_path: Path, content: str, name: str, message: str):
     path = tmp_path / name

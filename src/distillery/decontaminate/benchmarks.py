@@ -29,6 +29,7 @@ from typing import Any
 
 from distillery import registry
 from distillery.errors import RecipeError
+from distillery.io.jsonl import read_objects
 from distillery.registry import register
 
 BenchmarkLoader = Callable[[], Iterable[tuple[str, str]]]
@@ -151,18 +152,7 @@ def read_benchmark_file(
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecipeError(f"{path}:{line_no}: not valid JSON: {e.msg}") from e
-            if not isinstance(row, dict):
-                raise RecipeError(f"{path}:{line_no}: expected a JSON object per line")
-            yield line_no, row
+    return read_objects(path)
 
 
 def _parquet_rows(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:

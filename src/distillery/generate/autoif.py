@@ -74,6 +74,7 @@ from distillery.generate.candidates import PromptItem
 from distillery.generate.checks import call_failure, refusal_phrase
 from distillery.generate.strategy import GenerationContext, Strategy
 from distillery.generate.templates import TemplatedConfig, combined, required_variables
+from distillery.io.jsonl import read_objects
 from distillery.io.seeds import SeedRow
 from distillery.records import PREFERENCE_OUTPUTS, add_verdict
 from distillery.registry import register
@@ -121,23 +122,15 @@ def load_constraints(path: str | Path, types: list[str] | None = None) -> list[C
         RecipeError: the file is missing, a line is not such an object, or nothing is left.
     """
     path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"generation.constraints: file not found: {path}")
     out: list[Constraint] = []
     seen: set[str] = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecipeError(f"generation.constraints: {path} line {n}: not JSON ({e.msg})") from None
-        if not (isinstance(row, dict) and isinstance(row.get("constraint"), str) and row["constraint"].strip()
+    for n, row in read_objects(path, "generation.constraints"):
+        if not (isinstance(row.get("constraint"), str) and row["constraint"].strip()
                 and isinstance(row.get("type"), str) and row["type"].strip()):
-            raise RecipeError(f"generation.constraints: {path} line {n}: needs a non-empty \"constraint\" and \"type\"")
+            raise RecipeError(f"generation.constraints: {path}:{n}: needs a non-empty \"constraint\" and \"type\"")
         c = Constraint(str(row.get("id") or f"c{n}"), row["type"].strip(), row["constraint"].strip())
         if c.id in seen:
-            raise RecipeError(f"generation.constraints: {path} line {n}: duplicate id {c.id!r}")
+            raise RecipeError(f"generation.constraints: {path}:{n}: duplicate id {c.id!r}")
         seen.add(c.id)
         if types is None or c.type in types:
             out.append(c)

@@ -41,7 +41,6 @@ only) and the seed's fields.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from distillery.generate.checks import call_failure, refusal_phrase, strip_pream
 from distillery.generate.parse import strip_wrapping
 from distillery.generate.strategy import GenerationContext, Strategy
 from distillery.generate.templates import TemplatedConfig, required_variables
+from distillery.io.jsonl import read_objects
 from distillery.io.seeds import SeedRow
 from distillery.records import PREFERENCE_OUTPUTS
 from distillery.registry import register
@@ -97,25 +97,15 @@ def load_constitution(path: str | Path) -> list[Principle]:
             id, or there is no principle at all (each error names the file and line).
     """
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"generation.constitution: file not found: {path}")
     out: list[Principle] = []
     seen: set[str] = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecipeError(f"generation.constitution: {path} line {n}: not JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise RecipeError(f"generation.constitution: {path} line {n}: expected an object with id, critique, revision")
+    for n, obj in read_objects(path, "generation.constitution", comments=True):
         for key in ("id", "critique", "revision"):
             if not isinstance(obj.get(key), str) or not obj[key].strip():
-                raise RecipeError(f"generation.constitution: {path} line {n}: {key!r} must be a non-empty string")
+                raise RecipeError(f"generation.constitution: {path}:{n}: {key!r} must be a non-empty string")
         pid = obj["id"].strip()
         if pid in seen:
-            raise RecipeError(f"generation.constitution: {path} line {n}: duplicate principle id {pid!r}")
+            raise RecipeError(f"generation.constitution: {path}:{n}: duplicate principle id {pid!r}")
         seen.add(pid)
         out.append(Principle(pid, obj["critique"].strip(), obj["revision"].strip()))
     if not out:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import json
 import random
 import re
 from importlib import resources
@@ -49,6 +48,7 @@ from distillery.generate.checks import call_failure, refusal
 from distillery.generate.parse import strip_wrapping
 from distillery.generate.strategy import GenerationContext, Strategy
 from distillery.generate.templates import TemplatedConfig, combined, required_variables
+from distillery.io.jsonl import read_objects
 from distillery.io.seeds import BadRow, SeedRow
 from distillery.records import add_verdict, conversation
 from distillery.registry import register
@@ -98,29 +98,20 @@ def _read_pool(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:  # keyed
     jsonl = path.lower().endswith((".jsonl", ".jsonl.gz"))
     opener = gzip.open if path.lower().endswith(".gz") else open
     personas: list[str] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line or (not jsonl and line.startswith("#")):
-                    continue
-                if not jsonl:
-                    personas.append(line)
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecipeError(f"{path}:{line_no}: not valid JSON ({e.msg}); a JSONL persona pool has one "
-                                      '{"persona": "..."} object a line') from None
-                if not isinstance(obj, dict) or "persona" not in obj:
-                    keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-                    raise RecipeError(f"{path}:{line_no}: no 'persona' field (found: {keys})")
-                persona = obj["persona"]
-                if not isinstance(persona, str) or not persona.strip():
-                    raise RecipeError(f"{path}:{line_no}: 'persona' must be a non-empty string")
-                personas.append(persona.strip())
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"generation.personas: cannot read {path}: {e}") from None
+    if jsonl:  # one {"persona": "..."} object a line
+        for line_no, obj in read_objects(path, "generation.personas"):
+            if "persona" not in obj:
+                raise RecipeError(f"{path}:{line_no}: no 'persona' field (found: {sorted(obj)[:8]})")
+            persona = obj["persona"]
+            if not isinstance(persona, str) or not persona.strip():
+                raise RecipeError(f"{path}:{line_no}: 'persona' must be a non-empty string")
+            personas.append(persona.strip())
+    else:  # one persona a line; lines starting with # are comments
+        try:
+            with opener(path, "rt", encoding="utf-8") as fh:
+                personas = [s for s in (line.strip() for line in fh) if s and not s.startswith("#")]
+        except (OSError, UnicodeDecodeError) as e:
+            raise RecipeError(f"generation.personas: cannot read {path}: {e}") from None
     if not personas:
         raise RecipeError(f"{path}: the persona pool is empty (one persona a line, or JSONL with a 'persona' field)")
     return tuple(personas)

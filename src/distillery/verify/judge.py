@@ -56,7 +56,6 @@ self-enhancement; the measures are ours):
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import asdict
@@ -70,6 +69,7 @@ from pydantic import Field, field_validator, model_validator
 from distillery.backends.base import GenerationRequest, GenerationResult
 from distillery.backends.cache import cache_location
 from distillery.errors import BackendError, RecipeError
+from distillery.io.jsonl import read_objects
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.records import prompt_text
@@ -285,14 +285,8 @@ def load_calibration(path: Path, mode: str) -> list[dict[str, Any]]:
         raise RecipeError(f"judge: calibration: file not found: {path}")
     items: list[dict[str, Any]] = []
     needed = ("prompt", "response", "label") if mode == "rubric" else ("prompt", "answer_a", "answer_b", "label")
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecipeError(f"judge: calibration: {path} line {n}: not JSON: {e.msg}") from None
-        missing = [f for f in needed if not isinstance(item, dict) or item.get(f) is None]
+    for n, item in read_objects(path, "judge: calibration"):
+        missing = [f for f in needed if item.get(f) is None]
         if missing:
             raise RecipeError(f"judge: calibration: {path} line {n}: missing {', '.join(missing)} ({mode} mode needs "
                               f"{', '.join(needed)})")
