@@ -305,7 +305,8 @@ def with_defaults(data: Any) -> Any:
 
 # settings of how a model is reached, not of what it is asked: they may change between a run and its resume
 _OPERATIONAL_KEYS = frozenset(
-    {"concurrency", "timeout_s", "max_retries", "retry_budget_s", "batch_size", "api_key_env", "base_url", "workers"}
+    {"concurrency", "timeout_s", "max_retries", "retry_budget_s", "batch_size", "api_key_env", "base_url", "workers",
+     "rpm", "tpm", "adaptive_concurrency", "threads"}
 )
 
 

@@ -65,6 +65,16 @@ class TeacherConfig(_Strict):
             servers reject the field (HTTP 4xx), so it is off by default. It changes what the
             teacher writes, so it is part of the recipe's data hash. The ``transformers``
             backend ignores it (strategies parse the text robustly either way).
+        rpm, tpm: the provider's rate limits, requests and tokens (prompt + completion) per
+            minute (``openai`` backend; ``None``: no limit). Requests wait in a token bucket
+            before they are sent; tokens are estimated before a call and corrected from the
+            usage the server reports.
+        adaptive_concurrency: on 429/503 answers, halve the requests allowed in flight and grow
+            them back by one per window of successes, up to ``concurrency`` (AIMD, as TCP's
+            congestion control), so a run against a rate-limited provider converges instead
+            of retrying in lockstep (``openai`` backend).
+        threads: CPU threads of the ``transformers`` backend (``None``: the cores this process
+            may use, less the load other processes put on them, at least 1).
         options: backend-specific options (for backends plugins add).
     """
 
@@ -81,6 +91,10 @@ class TeacherConfig(_Strict):
     dtype: str = "auto"
     sampling: SamplingConfig = SamplingConfig()
     structured_output: bool = False
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    adaptive_concurrency: bool = True
+    threads: int | None = Field(None, ge=1)
     options: dict[str, Any] = {}
 
     @field_validator("backend")
