@@ -67,9 +67,12 @@ def build_tiny_gsm8k_model(folder: Path, steps: int = 200, seed: int = 0) -> Pat
 
 class QuietHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that prints no traceback when a client hangs up before its answer
-    is written (a test's client that gave up on purpose)."""
+    is written (a test's client that gave up on purpose), and accepts a burst of connections
+    (a listen backlog of 128, not 5: a client that opens its whole pool at once would otherwise
+    see connections dropped and retried a second later)."""
 
     daemon_threads = True
+    request_queue_size = 128
 
     def handle_error(self, request, client_address) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):

@@ -24,8 +24,11 @@ def requests(n: int) -> list[GenerationRequest]:
 
 async def collect(backend, reqs):
     out = {}
-    async for i, r in backend.stream(reqs):
-        out[i] = r
+    try:
+        async for i, r in backend.stream(reqs):
+            out[i] = r
+    finally:
+        await backend.aclose()
     return [out[i] for i in range(len(reqs))]
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -34,7 +34,7 @@ class SamplingParams:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict without unset (``None``) entries."""
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in _SAMPLING_FIELDS}
         if d["stop"] is not None:
             d["stop"] = list(d["stop"])
         return {k: v for k, v in d.items() if v is not None}
@@ -127,13 +127,16 @@ class GenerationResult:
 
     def to_json(self) -> str:
         """Serialise (for the cache)."""
-        return json.dumps(asdict(self))
+        return json.dumps({f: getattr(self, f) for f in _RESULT_FIELDS})  # not asdict: this is per response
 
     @classmethod
     def from_json(cls, text: str) -> GenerationResult:
         """Inverse of :meth:`to_json`."""
         return cls(**json.loads(text))
 
+
+_SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingParams))
+_RESULT_FIELDS = tuple(f.name for f in fields(GenerationResult))
 
 TRANSIENT_HTTP = frozenset({"http_408", "http_409", "http_425", "http_429"})
 """4xx statuses that are worth retrying later (timeout, conflict, too early, rate limit)."""
@@ -170,6 +173,9 @@ class Backend:
     kind: ClassVar[str] = "backend"
     raw_completions: ClassVar[bool] = False
     """The backend serves raw text completions (:meth:`GenerationRequest.raw`)."""
+    concurrent: ClassVar[bool] = False
+    """Requests are served concurrently, up to the backend's ``concurrency`` (a server): an
+    executor keeps requests of the next batch in flight while a batch drains."""
 
     def __init__(self, model: str) -> None:
         self.model = model

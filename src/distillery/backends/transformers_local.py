@@ -9,6 +9,11 @@ text completion (:meth:`~distillery.backends.base.GenerationRequest.raw`, Magpie
 prefix) is tokenized as it is, without special tokens added (the text already carries the
 template's BOS, if it has one), and continued. JSON schemas are not enforced here (no
 constrained decoding); strategies parse the text robustly either way.
+
+On the CPU, torch runs ``teacher.threads`` threads (default: the cores this process may use, less
+the load other processes put on them: :mod:`distillery.backends.threads`), so a teacher that
+shares its cores with other work does not thrash. torch is imported when the model loads, not
+when this module is imported.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from distillery.backends import threads as _threads
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult, SamplingParams
 from distillery.errors import BackendError
 from distillery.registry import register
@@ -29,6 +35,7 @@ def pick_device(device: str = "auto") -> str:
     """``"cuda"`` when asked for ``"auto"`` and a GPU is present, else ``"cpu"``; other values pass through."""
     if device != "auto":
         return device
+    _threads.prepare_torch_import()
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -43,6 +50,7 @@ def load_model_and_tokenizer(model: str, device: str = "auto", dtype: str = "aut
     Raises:
         BackendError: the model cannot be loaded (missing folder, no network for a Hub name).
     """
+    _threads.prepare_torch_import()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -82,14 +90,29 @@ class TransformersBackend(Backend):
         batch_size: requests per ``generate`` call.
         path: where to load the model from when ``model`` is only its name (e.g.
             ``builtin:teacher``, whose name enters records and cache keys, stable across machines).
+        threads: torch's CPU threads (``torch.set_num_threads``, a setting of the whole process),
+            set when the model loads; ``None``: :func:`distillery.backends.threads.default_threads`,
+            from the load read when the backend is built, before its own work starts.
+
+    Attributes:
+        threads_used: the thread count set at load (``None`` before :meth:`preflight`).
+
+    Raises:
+        ValueError: ``threads`` is below 1.
     """
 
     kind = "transformers"
     raw_completions = True
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                 path: str | None = None) -> None:
+                 path: str | None = None, threads: int | None = None) -> None:
         super().__init__(model)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads = threads
+        self.threads_used: int | None = None
+        if threads is None:
+            _threads.load_at_start()  # read the others' load now, before our model loads and runs
         self.path = path or model
         self.device = device
         self.dtype = dtype
@@ -99,21 +122,22 @@ class TransformersBackend(Backend):
 
     @classmethod
     def from_config(cls, config: Any, base_dir: Any = None) -> TransformersBackend:
-        """From a ``teacher:`` section (``device``, ``dtype``, ``batch_size``); ``builtin:``
+        """From a ``teacher:`` section (``device``, ``dtype``, ``batch_size``, ``threads``); ``builtin:``
         names and paths relative to ``base_dir`` resolve to folders, while the recipe's name
         (stable across machines) enters records and cache keys."""
         from distillery.builtin.models import resolve_model
 
         return cls(config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
-                   path=resolve_model(config.model, base_dir))
+                   path=resolve_model(config.model, base_dir), threads=getattr(config, "threads", None))
 
     async def preflight(self) -> None:
-        """Load the model (once).
+        """Set torch's threads and load the model (once).
 
         Raises:
             BackendError: the model cannot be loaded or its tokenizer has no chat template.
         """
         if self._lm is None:
+            self.threads_used = _threads.apply_torch_threads(self.threads)
             self._lm, self._tok = await asyncio.to_thread(load_model_and_tokenizer, self.path, self.device, self.dtype)
             if not getattr(self._tok, "chat_template", None):
                 raise BackendError(f"teacher: the tokenizer of {self.model!r} has no chat template")
@@ -121,6 +145,8 @@ class TransformersBackend(Backend):
     def _generate_batch(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[GenerationResult]:
         import torch
 
+        if self.threads_used is not None and torch.get_num_threads() != self.threads_used:
+            torch.set_num_threads(self.threads_used)  # another user of this process changed it
         tok, lm = self._tok, self._lm
         texts = [
             r.prompt if r.prompt is not None

@@ -31,6 +31,7 @@ with the strategy's name, parameters and intermediate steps (``strategy``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -47,7 +48,7 @@ from distillery.errors import InputError
 from distillery.generate.candidates import PromptItem, bad_row_record, candidate_record, seed_id
 from distillery.generate.prompt import PromptBuilder
 from distillery.io.seeds import BadRow, SeedRow
-from distillery.pipeline.stage import Stage
+from distillery.pipeline.stage import Stage, StageStats
 from distillery.records import add_verdict, new_record
 
 if TYPE_CHECKING:
@@ -178,6 +179,40 @@ class Ledger:
         self.retries += result.retries
 
 
+class SharedWork:
+    """What the batches one worker runs concurrently share: a lock per stage, and the number of
+    teacher requests sent and not yet answered (:attr:`outstanding`), which an executor reads to
+    start the next batch before the backend would idle.
+
+    Attributes:
+        outstanding: requests in flight or queued at the backend, over every batch.
+        low_water: :meth:`received` sets :attr:`changed` once ``outstanding`` falls below it.
+    """
+
+    def __init__(self, low_water: int = 0) -> None:
+        self.outstanding = 0
+        self.low_water = low_water
+        self.changed = asyncio.Event()
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def lock(self, stage: Stage) -> asyncio.Lock:
+        """The lock of ``stage`` (one batch at a time in a stage)."""
+        lock = self._locks.get(id(stage))
+        if lock is None:
+            lock = self._locks[id(stage)] = asyncio.Lock()
+        return lock
+
+    def sent(self, n: int) -> None:
+        """``n`` more requests went to the backend."""
+        self.outstanding += n
+
+    def received(self, n: int) -> None:
+        """``n`` requests were answered (or given up)."""
+        self.outstanding -= n
+        if n and self.outstanding < self.low_water:
+            self.changed.set()
+
+
 class GenerationContext:
     """What a strategy uses while it generates one batch.
 
@@ -195,6 +230,12 @@ class GenerationContext:
             before ``k`` in batch order (for :attr:`Strategy.sequential` strategies).
         base_dir: the recipe's folder (relative paths); state_dir: where a strategy may keep
             state for inspection (``<run_dir>/state``; a scratch folder in a plan's pilot).
+        shared: what the batches a worker runs at the same time share (one lock per stage, the
+            count of requests in flight); ``None``: this batch alone.
+
+    Each batch counts its stages' figures in its own :class:`StageStats` (:meth:`stats_of`), so
+    batches may run concurrently on one event loop: a stage runs one batch's records at a time
+    (its lock), its ``stats`` pointing at that batch's counters meanwhile.
     """
 
     def __init__(
@@ -212,8 +253,11 @@ class GenerationContext:
         history: Callable[[], Iterator[dict[str, Any]]] | None = None,
         base_dir: str | None = None,
         state_dir: Path | None = None,
+        shared: SharedWork | None = None,
     ) -> None:
         self.strategy = strategy
+        self.shared = shared or SharedWork()
+        self._stage_stats: dict[int, StageStats] = {}
         self.batch = batch
         self._history = history
         self.base_dir = base_dir
@@ -303,11 +347,17 @@ class GenerationContext:
         if self.backend is None:
             raise RuntimeError(f"strategy {self.strategy.name!r} called the teacher, but the run has none")
         started = time.perf_counter()
+        shared = self.shared
+        shared.sent(len(requests))
+        left = len(requests)
         try:
             async for i, result in self.backend.stream(requests):
+                left -= 1
+                shared.received(1)
                 self.ledger.count(result)
                 yield i, result
         finally:
+            shared.received(left)
             self.ledger.seconds += time.perf_counter() - started
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
@@ -451,11 +501,28 @@ class GenerationContext:
         self._checked.update(id(r) for r in records)
         live = [r for r in records if r["accepted"]]
         for stage in self.stages:
-            survivors = await stage.apply_async(live)
+            survivors = await self.apply(stage, live)
             kept = {id(r) for r in survivors}
             self._undecided.update(id(r) for r in live if r["accepted"] and id(r) not in kept)
             live = survivors
         return live
+
+    def stats_of(self, stage: Stage) -> StageStats:
+        """This batch's counters of ``stage``."""
+        stats = self._stage_stats.get(id(stage))
+        if stats is None:
+            stats = self._stage_stats[id(stage)] = StageStats(stage.name, stage.kind)
+        return stats
+
+    async def apply(self, stage: Stage, records: list[dict[str, Any]], prepare: list[dict[str, Any]] | None = None,
+                    ) -> list[dict[str, Any]]:
+        """``stage.apply_async(records)`` counted in this batch's :meth:`stats_of` ``stage``,
+        holding the stage's lock (after ``stage.prepare(prepare)`` for a prompt-scoped stage)."""
+        async with self.shared.lock(stage):
+            stage.stats = self.stats_of(stage)
+            if prepare is not None:
+                stage.prepare(prepare)
+            return await stage.apply_async(records)
 
     def undecided(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records of ``records`` that a stage could not decide (see :meth:`check`)."""

@@ -13,6 +13,7 @@ and pays only for the failed requests.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 from distillery.backends.cache import CachedBackend, ResponseCache
 from distillery.backends.config import build_backend
-from distillery.generate.strategy import GenerationContext
+from distillery.generate.strategy import GenerationContext, SharedWork
 from distillery.io.seeds import BadRow, SeedItem, SeedRow
 from distillery.io.shards import ShardStore
 from distillery.pipeline import budget as budget_module
@@ -87,7 +88,13 @@ def build_map_stages(plan: Plan, ctx: BuildContext) -> tuple[list[Stage], list[S
 
 
 class Worker:
-    """The per-process resources of a plan: strategy, stateless stages, cached teacher backend.
+    """The per-process resources of a plan: strategy, stateless stages, cached teacher backend,
+    and what the batches it runs at the same time share (:attr:`shared`).
+
+    Attributes:
+        concurrency: teacher requests worth keeping in flight across batch boundaries: the
+            backend's ``concurrency`` when it serves requests concurrently (a server) and the
+            strategy is not sequential; 0 (one batch at a time) otherwise.
 
     Args:
         plan: the run's plan.
@@ -110,10 +117,14 @@ class Worker:
         self.state_dir = state_dir or plan.run_dir / "state"
         self.cache: ResponseCache | None = None
         self.backend: CachedBackend | None = None
+        self.concurrency = 0  # teacher requests worth keeping in flight across batches (0: one batch at a time)
         if self.strategy.needs_teacher and plan.recipe.teacher is not None:
             self.cache = ResponseCache(plan.cache_dir)
-            teacher = BudgetedBackend(build_backend(plan.recipe.teacher, plan.recipe.base_dir), "teacher")
-            self.backend = CachedBackend(teacher, self.cache)
+            raw = build_backend(plan.recipe.teacher, plan.recipe.base_dir)
+            if raw.concurrent and not self.strategy.sequential:
+                self.concurrency = int(getattr(raw, "concurrency", 0) or 0)
+            self.backend = CachedBackend(BudgetedBackend(raw, "teacher"), self.cache)
+        self.shared = SharedWork(low_water=2 * self.concurrency)
 
     @property
     def stages(self) -> list[Stage]:
@@ -174,15 +185,13 @@ async def process_batch(
         BackendError: the teacher cannot be used at all.
     """
     started = time.perf_counter()
-    for stage in worker.stages:
-        stage.stats = StageStats(stage.name, stage.kind)
     reader = worker.reader
     ctx = GenerationContext(
         worker.strategy, worker.backend, worker.in_loop,
         plan.recipe.teacher.sampling.params() if plan.recipe.teacher else None,  # type: ignore[arg-type]
         reader.path, reader.source_name, plan.recipe.seeds.id_field, plan.skip_bad_rows, on_candidate,
         batch=k, history=_history(worker.shards, k) if worker.strategy.sequential else None,
-        base_dir=plan.recipe.base_dir, state_dir=worker.state_dir,
+        base_dir=plan.recipe.base_dir, state_dir=worker.state_dir, shared=worker.shared,
     )
     records = [ctx.bad_row(item) for item in items if isinstance(item, BadRow)]  # raises without --skip-bad-rows
     seeds = [item for item in items if isinstance(item, SeedRow)]
@@ -194,13 +203,13 @@ async def process_batch(
     await ctx.check(ctx.unchecked([r for r in candidates if r["accepted"]]))
     survivors = [r for r in candidates if r["accepted"]]
     for stage in worker.grouped:
-        stage.prepare(candidates)
-        survivors = await stage.apply_async(survivors)
+        survivors = await ctx.apply(stage, survivors, prepare=candidates)
     ledger = ctx.ledger
     transient, errors = Counter(ledger.transient), dict(ledger.errors)
-    for stage in worker.stages:
-        transient.update({f"{stage.name}: {kind}": n for kind, n in stage.stats.transient.items()})
-        errors.update({f"{stage.name}: {kind}": e for kind, e in stage.stats.transient_errors.items()})
+    stage_stats = [ctx.stats_of(stage) for stage in worker.stages]
+    for stats in stage_stats:
+        transient.update({f"{stats.name}: {kind}": n for kind, n in stats.transient.items()})
+        errors.update({f"{stats.name}: {kind}": e for kind, e in stats.transient_errors.items()})
     outcome = BatchOutcome(k, None, transient, errors, len(items), calls=ledger.calls, cache_hits=ledger.cache_hits,
                            budget=worker.budget.reason)
     if transient:
@@ -221,11 +230,13 @@ async def process_batch(
         "billed_tokens_in": ledger.billed_tokens_in,
         "billed_tokens_out": ledger.billed_tokens_out,
         "retries": ledger.retries,
-        "stages": [s.to_dict() for s in (read, generate, *[st.stats for st in worker.stages])],
+        "stages": [s.to_dict() for s in (read, generate, *stage_stats)],
         "seconds": round(time.perf_counter() - started, 4),
         "finished_at": utc_now(),
     }
-    worker.shards.write(k, records, marker)
+    # in a thread: building and writing the shard (tens of ms) must not stall the event loop
+    # while other batches' requests are in flight
+    await asyncio.to_thread(worker.shards.write, k, records, marker)
     worker.budget.save()
     outcome.marker = marker
     outcome.accepted = marker["accepted"]

@@ -67,6 +67,8 @@ class RunProgress:
         self._refresh(seeds)
 
     def _refresh(self, advance: int) -> None:
+        if not self.enabled:
+            return
         task = self._progress.tasks[0]
         speed = task.speed
         rate = f"{speed:.1f} seeds/s" if speed else ""
