@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +41,15 @@ def _connect(path: Path) -> sqlite3.Connection:
         " key TEXT PRIMARY KEY, backend TEXT, model TEXT, result TEXT NOT NULL, created_at TEXT)"
     )
     return db
+
+
+def _create(paths: list[Path]) -> None:
+    """Make the cache files ``paths`` (in a background thread: each has its own connection)."""
+    for path in paths:
+        try:
+            _connect(path).close()
+        except sqlite3.Error:
+            pass  # the first real use will make it, or say why not
 
 
 def cache_location(folder: str | Path) -> Path:
@@ -71,6 +81,14 @@ class ResponseCache:
         self._dbs: dict[int, sqlite3.Connection] = {}
         self.hits = 0
         self.misses = 0
+        self._creating: threading.Thread | None = None
+        missing = [] if self.single else [p for p in map(self._shard_path, range(SHARDS)) if not p.exists()]
+        if missing:  # a new cache: make its files in the background (each costs fsyncs), not at the first request
+            self._creating = threading.Thread(target=_create, args=(missing,), name="cache-create", daemon=True)
+            self._creating.start()
+
+    def _shard_path(self, shard: int) -> Path:
+        return self.path if self.single else self.path / f"responses-{shard:x}.sqlite"
 
     def _shard(self, key: str) -> int:
         return 0 if self.single else int(key[0], 16) % SHARDS
@@ -78,8 +96,7 @@ class ResponseCache:
     def _db(self, shard: int) -> sqlite3.Connection:
         db = self._dbs.get(shard)
         if db is None:
-            path = self.path if self.single else self.path / f"responses-{shard:x}.sqlite"
-            db = self._dbs[shard] = _connect(path)
+            db = self._dbs[shard] = _connect(self._shard_path(shard))
         return db
 
     def get_many(self, keys: list[str]) -> dict[str, GenerationResult]:
@@ -89,6 +106,8 @@ class ResponseCache:
             by_shard.setdefault(self._shard(key), []).append(key)
         found: dict[str, GenerationResult] = {}
         for shard, shard_keys in by_shard.items():
+            if shard not in self._dbs and not self._shard_path(shard).exists():
+                continue  # not made yet: nothing is cached there
             db = self._db(shard)
             for start in range(0, len(shard_keys), 500):
                 chunk = shard_keys[start : start + 500]
@@ -110,6 +129,8 @@ class ResponseCache:
 
     def close(self) -> None:
         """Close the databases."""
+        if self._creating is not None:
+            self._creating.join()
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()

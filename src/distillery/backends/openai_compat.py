@@ -320,7 +320,7 @@ class OpenAIBackend(Backend):
             async with self.slots.slot():  # held while on the wire only, not while backing off
                 try:
                     self.stats.calls += 1
-                    data = await asyncio.wait_for(self._post(path, payload), timeout=self.timeout_s + 5)
+                    data = await self._post(path, payload)  # the session's total timeout bounds it
                     result = self._result(data, start, retries, raw)
                 except (TimeoutError, aiohttp.ClientError, OSError, HTTPStatusError, BadResponse, ValueError) as exc:
                     failure: BaseException = exc  # a body that is not JSON comes as a ValueError

@@ -18,6 +18,13 @@ from distillery.records import FIXED_TYPES, RECORD_FIELDS
 EMPTY_SEED = pa.struct([("_none", pa.null())])
 
 
+def warm_up() -> None:
+    """Pay pyarrow's one-time cost now: its first conversion of Python objects imports pandas
+    (about half a second of CPU). A run does it before its requests are in flight, so the first
+    shard's write does not stall the event loop meanwhile."""
+    pa.array([{"x": 0}])
+
+
 def infer_type(values: list[Any]) -> pa.DataType:
     """The Arrow type of ``values`` (seed dicts), tolerant of mixed types: conflicting fields become strings."""
     try:

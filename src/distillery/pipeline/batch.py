@@ -185,6 +185,7 @@ async def process_batch(
         BackendError: the teacher cannot be used at all.
     """
     started = time.perf_counter()
+    started_unix = time.time()
     reader = worker.reader
     ctx = GenerationContext(
         worker.strategy, worker.backend, worker.in_loop,
@@ -232,6 +233,8 @@ async def process_batch(
         "retries": ledger.retries,
         "stages": [s.to_dict() for s in (read, generate, *stage_stats)],
         "seconds": round(time.perf_counter() - started, 4),
+        "started_unix": round(started_unix, 3),  # batches may overlap: the report counts their union
+        "finished_unix": round(time.time(), 3),
         "finished_at": utc_now(),
     }
     # in a thread: building and writing the shard (tens of ms) must not stall the event loop

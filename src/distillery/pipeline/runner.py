@@ -109,11 +109,13 @@ class Pipeline:
             BackendError: the teacher cannot be used.
             TransientFailures: requests failed transiently (run again to retry them).
         """
+        from distillery.io.arrow import warm_up
         from distillery.report.build import finalize_run
 
         recipe = self.recipe
         started = time.perf_counter()
         plan = Plan.make(recipe, self.run_dir, self.skip_bad_rows)  # checks before touching the directory
+        warm_up()  # pyarrow's one-time set-up, before any request is in flight
         strategy = plan.strategy()
         with RunDir(self.run_dir, self.console) as run_dir:
             shards = ShardStore(self.run_dir / "shards", strategy.outputs)

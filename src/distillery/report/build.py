@@ -28,7 +28,12 @@ def aggregate(markers: dict[int, dict[str, Any]], reduced: dict[str, Any] | None
     deduplication)."""
     totals: Counter = Counter()
     stages: dict[str, StageStats] = {}
+    spans: list[tuple[float, float]] = []
     for _, m in sorted(markers.items()):
+        if "started_unix" in m and "finished_unix" in m:
+            spans.append((m["started_unix"], m["finished_unix"]))
+        else:  # a marker from before batches overlapped: its own time
+            totals["busy_seconds"] += m.get("seconds", 0.0)
         for key in (
             "seeds", "candidates", "accepted", "rejected", "prompts", "prompts_with_accepted", "cache_hits",
             "backend_calls", "waves", "tokens_in", "tokens_out", "billed_tokens_in", "billed_tokens_out", "retries",
@@ -41,12 +46,27 @@ def aggregate(markers: dict[int, dict[str, Any]], reduced: dict[str, Any] | None
                 stages[st.name].merge(st)
             else:
                 stages[st.name] = st
+    totals["busy_seconds"] += busy_time(spans)
     if reduced is not None:
         for s in reduced["stages"]:
             stages[s["name"]] = StageStats.from_dict(s)
         for key in ("accepted", "rejected", "prompts_with_accepted"):
             totals[key] = reduced[key]
     return {"totals": dict(totals), "stages": list(stages.values())}
+
+
+def busy_time(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by the union of ``spans`` (``(start, end)`` unix times): the time some
+    batch was running, overlapping batches counted once."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
 
 
 def build_report(
@@ -59,9 +79,11 @@ def build_report(
     """The ``report.json`` content from the batch markers and the reduce's counts.
 
     Keys: ``funnel`` (``[{stage, in, out}]``, seeds first, accepted last), ``accept_rate``
-    (accepted / candidates), ``tokens``, ``wall_time_s`` (sum of batch times over all
-    sessions and workers), ``session_wall_s`` (this session, from start to the reduce),
-    ``throughput``, ``failures`` (by kind), ``model_calls`` (paid calls by role: ``teacher``,
+    (accepted / candidates), ``tokens``, ``wall_time_s`` (the time some batch was
+    running, over all sessions and workers: batches that overlapped are counted once),
+    ``session_wall_s`` (this session, from start to the reduce), ``generation_time_s`` (time
+    spent waiting for the teacher, summed over batches), ``throughput`` (per second of
+    ``wall_time_s``), ``failures`` (by kind), ``model_calls`` (paid calls by role: ``teacher``,
     ``judge``...: requests, tokens, cost), ``cost`` (every paid call, priced by
     ``recipe.pricing``; ``per_accepted`` divides it by the accepted records), ``cache``,
     ``stages`` (per stage: in, out, seconds, rejection reasons), ``strategy``, ``executor``.
@@ -81,7 +103,7 @@ def build_report(
             failures.update(st.reasons)
     gen = next((s for s in stages if s.kind == "generate"), None)
     gen_seconds = gen.seconds if gen else 0.0
-    seconds = t.get("seconds", 0.0)
+    seconds = t.get("busy_seconds", 0.0) or t.get("seconds", 0.0)
     price = recipe.pricing
     model_calls = session.get("model_calls") or {}
     if model_calls:  # every call the run paid for, teacher and stages (judge, difficulty), in all sessions
@@ -119,10 +141,10 @@ def build_report(
         "session_wall_s": round(session.get("seconds", 0.0), 3),
         "generation_time_s": round(gen_seconds, 3),
         "throughput": {
-            "requests_per_s": round(calls / gen_seconds, 3) if gen_seconds else None,
+            "requests_per_s": round(calls / seconds, 3) if seconds else None,
             "candidates_per_s": round(candidates / seconds, 3) if seconds else None,
             "accepted_per_s": round(accepted / seconds, 3) if seconds else None,
-            "tokens_out_per_s": round(t.get("billed_tokens_out", 0) / gen_seconds, 1) if gen_seconds else None,
+            "tokens_out_per_s": round(t.get("billed_tokens_out", 0) / seconds, 1) if seconds else None,
         },
         "failures": dict(failures.most_common()),
         "retries": t.get("retries", 0),
