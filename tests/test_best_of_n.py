@@ -71,6 +71,7 @@ def test_hopeless_prompts_get_fewer_samples_and_every_stop_is_counted(runs):
     assert sorted(state) == ["batch-000000.json", "batch-000001.json"]
     stopped = {sid: d for s in state.values() for sid, d in s["decisions"].items()}
     assert sum(s["stopped"] for s in state.values()) == len(stopped) > 0
+    assert report["stopped_early"] == len(stopped) and runs["adaptive"][0]["stopped_early"] == 0
     for sid, d in stopped.items():
         samples = posterior[sid]
         # stopped before its budget ran out, none accepted, after at least two samples

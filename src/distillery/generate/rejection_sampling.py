@@ -215,7 +215,10 @@ class RejectionSampling(Strategy):
 
     def _write_decisions(self, ctx: GenerationContext, items: list[Any], tally: list[_Prompt],
                          waves: list[dict[str, Any]]) -> None:
-        if self.config.allocation != "posterior" or ctx.state_dir is None:
+        if self.config.allocation != "posterior":
+            return
+        ctx.ledger.stopped_early += sum(1 for t in tally if t.stopped)  # in the marker and the report
+        if ctx.state_dir is None:
             return
         report = {
             "batch": ctx.batch,

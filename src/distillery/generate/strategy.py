@@ -147,6 +147,8 @@ class Ledger:
         tokens_in, tokens_out: tokens of every response (cached ones too).
         billed_tokens_in, billed_tokens_out: tokens of the responses actually generated now.
         retries: retries spent. waves: rounds of requests (rejection sampling).
+        stopped_early: prompts a sample allocation stopped drawing for before their budget
+            (``allocation: posterior``), none accepted.
         seconds: time spent waiting for the backend.
         transient: transiently failed requests by error kind (the batch is left unfinished).
         errors: the first error message of each transient kind.
@@ -160,6 +162,7 @@ class Ledger:
     billed_tokens_out: int = 0
     retries: int = 0
     waves: int = 0
+    stopped_early: int = 0
     seconds: float = 0.0
     transient: Counter = field(default_factory=Counter)
     errors: dict[str, str] = field(default_factory=dict)

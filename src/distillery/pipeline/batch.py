@@ -226,6 +226,7 @@ async def process_batch(
         "cache_hits": ledger.cache_hits,
         "backend_calls": ledger.calls,
         "waves": ledger.waves,
+        "stopped_early": ledger.stopped_early,
         "tokens_in": ledger.tokens_in,
         "tokens_out": ledger.tokens_out,
         "billed_tokens_in": ledger.billed_tokens_in,

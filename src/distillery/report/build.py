@@ -36,7 +36,7 @@ def aggregate(markers: dict[int, dict[str, Any]], reduced: dict[str, Any] | None
             totals["busy_seconds"] += m.get("seconds", 0.0)
         for key in (
             "seeds", "candidates", "accepted", "rejected", "prompts", "prompts_with_accepted", "cache_hits",
-            "backend_calls", "waves", "tokens_in", "tokens_out", "billed_tokens_in", "billed_tokens_out", "retries",
+            "backend_calls", "waves", "stopped_early", "tokens_in", "tokens_out", "billed_tokens_in", "billed_tokens_out", "retries",
         ):
             totals[key] += m.get(key, 0)
         totals["seconds"] += m.get("seconds", 0.0)
@@ -150,6 +150,7 @@ def build_report(
         "retries": t.get("retries", 0),
         "cache": {"hits": t.get("cache_hits", 0), "backend_calls": calls, "session_backend_calls": session.get("backend_calls", 0)},
         "waves": t.get("waves", 0),
+        "stopped_early": t.get("stopped_early", 0),
         "model_calls": model_calls,
         "cost": {
             "currency": price.currency,
