@@ -166,3 +166,10 @@ def test_builtin_teacher_served_over_http_by_transformers_serve(tmp_path: Path):
     assert report["candidates"] == served >= 12
     # the teacher solves ~90% of difficulty-1 problems per sample; best-of-4 leaves few unsolved
     assert report["prompts_with_accepted"] >= 9, report["funnel"]
+
+
+def test_builtin_model_path_takes_the_recipe_spelling_too():
+    from distillery.builtin.models import builtin_model_path, resolve_model
+
+    assert builtin_model_path("builtin:student") == builtin_model_path("student")
+    assert resolve_model("builtin:student") == str(builtin_model_path("student"))

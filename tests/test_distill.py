@@ -227,6 +227,16 @@ def test_sft_loss_falls_and_the_student_loads_and_generates(run_dir: Path, stude
     _check_saved_student(out, run_dir, "sft")
 
 
+def test_the_student_is_written_beside_the_run_directory_by_default(run_dir: Path, student: str, tmp_path: Path):
+    import shutil
+
+    run = tmp_path / "myrun"
+    shutil.copytree(run_dir, run)
+    metrics = distill(run, student, "sft", steps=1, **FAST)
+    assert Path(metrics["out_dir"]) == tmp_path / "myrun-student-sft"
+    assert not any(p.name.startswith("student") for p in run.iterdir())  # the dataset folder holds no model
+
+
 def test_sft_from_python_examples_is_deterministic(student: str, tmp_path: Path):
     rows = read_jsonl(GSM8K_TRAIN, 8)
     examples = [{"prompt": r["question"], "completion": r["answer"]} for r in rows]

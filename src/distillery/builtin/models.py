@@ -9,11 +9,13 @@ BUILTIN_MODELS = ("teacher", "student")
 
 
 def builtin_model_path(name: str) -> Path:
-    """The folder of a shipped model (``"teacher"`` or ``"student"``).
+    """The folder of a shipped model (``"teacher"`` or ``"student"``, with or without the
+    ``builtin:`` prefix a recipe uses).
 
     Raises:
         FileNotFoundError: no such shipped model.
     """
+    name = name.removeprefix("builtin:")
     path = MODELS_DIR / name
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no built-in model {name!r} (have: {', '.join(BUILTIN_MODELS)}) at {path}")

@@ -3,7 +3,7 @@
 Example::
 
     from distillery.train.api import distill
-    metrics = distill("runs/gsm8k", "builtin:student", "sft", "runs/gsm8k/student-sft", steps=200)
+    metrics = distill("runs/gsm8k", "builtin:student", "sft", "runs/gsm8k-student-sft", steps=200)
     metrics["loss_curve"], metrics["train_tokens_per_s"]
 
 The lower-level trainers take examples directly (no run directory), for loops such as
@@ -52,7 +52,8 @@ def distill(
         method: a registered training method (:mod:`distillery.train.methods`): ``sft``
             (accepted responses), ``kd`` (teacher's token distributions on accepted responses,
             plus on-policy samples with ``lmbda``) or ``dpo`` (accepted vs rejected pairs).
-        out_dir: output folder; default ``<run_dir>/student-<method>``.
+        out_dir: output folder; default ``<run_dir>-student-<method>`` beside the run directory
+            (not inside it: the run directory is the dataset, uploaded as it is).
         teacher: KD teacher; default the run's ``teacher.model``.
         pairs_per_prompt: DPO: most pairs per prompt.
         **options: :class:`~distillery.train.common.TrainOptions` fields (``steps``, ``epochs``, ``lr``,
@@ -81,6 +82,6 @@ def distill(
     if wrong:
         raise TrainOptionError(f"option(s) {', '.join(sorted(wrong))} do not apply to --method {method}")
     run = load_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else run.path / f"student-{method}"
+    out = Path(out_dir) if out_dir is not None else run.path.parent / f"{run.path.name}-student-{method}"
     return methods[method].train(run, student, out, run_provenance(run), teacher=teacher,
                                  pairs_per_prompt=pairs_per_prompt, **options)

@@ -26,7 +26,7 @@ def distill_command(
     student: Annotated[str, typer.Option(help="student model: builtin:student, a folder or a Hub id")],
     method: Annotated[str, typer.Option(help="a registered training method: sft (accepted responses), kd (teacher "
                                              "token distributions), dpo (accepted-vs-rejected pairs)")] = "sft",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default: RUN_DIR/student-METHOD)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default: RUN_DIR-student-METHOD, beside the run directory)")] = None,
     teacher: Annotated[str | None, typer.Option(help="kd teacher (default: the run's teacher.model)")] = None,
     steps: Annotated[int | None, typer.Option(help="optimizer steps (overrides --epochs)")] = None,
     epochs: Annotated[float | None, typer.Option(help="passes over the data (default: 1)")] = None,
