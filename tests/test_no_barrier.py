@@ -107,3 +107,34 @@ def test_an_unfinished_batch_among_finished_later_ones_is_redone_alone(tmp_path:
         assert report["accepted"] == SEEDS
     finally:
         server.close()
+
+
+def test_a_request_two_running_batches_share_is_sent_once(tmp_path: Path):
+    """Two streams (two batches at once) ask the same thing while the first ask is on the wire:
+    one call; the second stream gets the answer as a cache hit."""
+    import asyncio
+
+    from distillery.backends.base import GenerationRequest, SamplingParams
+    from distillery.backends.cache import CachedBackend, ResponseCache
+    from distillery.backends.openai_compat import OpenAIBackend
+
+    server = FaultServer(lambda n, body: ("hang", 0.5))  # held, then answered
+    cache = ResponseCache(tmp_path / "cache")
+    backend = CachedBackend(OpenAIBackend(server.model, base_url=server.base_url), cache)
+    request = GenerationRequest.make([{"role": "user", "content": "the same question"}], SamplingParams(max_tokens=4), 0)
+
+    async def both():
+        async def one():
+            return [r async for _, r in backend.stream([request])]
+        try:
+            return await asyncio.gather(one(), one())
+        finally:
+            await backend.aclose()
+
+    try:
+        (a,), (b,) = asyncio.run(both())
+    finally:
+        server.close()
+        cache.close()
+    assert server.requests == 1
+    assert a.text == b.text == "late answer #### 1" and sorted([a.cached, b.cached]) == [False, True]

@@ -4,14 +4,58 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from distillery import __version__
-from distillery.errors import DistilleryError
+from distillery.errors import DistilleryError, user_message
+
+console = Console(stderr=True)
+_PASS_THROUGH = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit, typer.Abort)
+"""Exceptions that are exits, not errors: usage errors (status 2), ``--help``, a command's own exit."""
+
+
+def report_error(e: BaseException) -> None:
+    """Print ``e`` as ``error: <message>`` (see :func:`distillery.errors.user_message`) and exit 1.
+
+    With ``DISTILLERY_DEBUG=1`` in the environment, an exception that is a bug is re-raised
+    (its traceback shown) instead.
+
+    Raises:
+        typer.Exit: always (status 1), unless re-raising ``e``.
+    """
+    message, bug = user_message(e)
+    if bug and os.environ.get("DISTILLERY_DEBUG"):
+        raise e
+    for line in message.split("\n"):
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(1) from None
+
+
+class ErrorBoundary(TyperGroup):
+    """The command group of ``distillery``: every command (``builtin``'s and ``distill`` too)
+    runs inside one error boundary, so no input ends in a traceback: each error is one line
+    naming its file, line and field, or its recipe key, and exit status 1.
+
+    Click's own exits (usage errors: status 2; ``--help``; ``typer.Exit``) pass through, as do
+    ``KeyboardInterrupt`` and ``SystemExit``.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except Exception as e:  # noqa: BLE001 (the boundary: see the class doc)
+            report_error(e)
+
 
 app = typer.Typer(
     name="distillery",
@@ -19,33 +63,40 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=ErrorBoundary,
 )
-console = Console(stderr=True)
 
 
 def user_errors(fn: Any) -> Any:
-    """Print a :class:`DistilleryError` as one clear message and exit with status 1."""
+    """Run a command inside the error boundary (:func:`report_error`) when it is called alone
+    (the app's :class:`ErrorBoundary` does the same for every command)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except DistilleryError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(1) from None
+        except _PASS_THROUGH:
+            raise
+        except Exception as e:  # noqa: BLE001 (the boundary)
+            report_error(e)
 
     return wrapper
 
 
 def _parse_set(values: list[str] | None) -> dict[str, Any]:
+    """``--set key.path=value`` items -> ``{key.path: value}`` (a JSON value, else the text).
+
+    Raises:
+        DistilleryError: an item without ``=``, or with an empty key.
+    """
     out: dict[str, Any] = {}
     for item in values or []:
-        if "=" not in item:
-            raise DistilleryError(f"--set expects key.path=value, got {item!r}")
-        key, raw = item.split("=", 1)
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise DistilleryError(f"--set expects key.path=value, got {item[:80]!r}")
         try:
             out[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             out[key] = raw
     return out
 
@@ -108,7 +159,11 @@ def report(
     from distillery.pipeline.runner import load_report
     from distillery.report.build import print_funnel
 
-    data = load_report(run_dir)
+    try:
+        data = load_report(run_dir)
+    except (OSError, ValueError) as e:  # a report.json that is not UTF-8 JSON, or not a file
+        text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise DistilleryError(f"{Path(run_dir) / 'report.json'}: cannot read the report: {text}") from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:

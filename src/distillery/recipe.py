@@ -52,13 +52,13 @@ class SeedsConfig(_Strict):
         options: options of a ``builtin:`` source (e.g. ``{n: 1000, split: train, seed: 0}``).
     """
 
-    path: str
+    path: str = Field(min_length=1)
     format: str = "auto"
     fields: dict[str, str] = {}
     id_field: str | None = "id"
     response_field: str | None = None
     response_template: str | None = None
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, strict=True)
     shuffle_seed: int | None = None
     split: str | None = None
     subset: str | None = None
@@ -100,14 +100,14 @@ class OutputConfig(_Strict):
     Attributes:
         dir: the run directory (relative to the current directory, not the recipe).
         jsonl: also write ``accepted.jsonl`` and ``rejected.jsonl``.
-        batch_size: seeds per batch; each finished batch is checkpointed.
+        batch_size: seeds per batch (1 to 1,000,000); each finished batch is checkpointed.
         cache: the response cache: a folder (default ``<dir>/cache/``, 16 SQLite files) or a
             ``.sqlite`` file; share one between runs to reuse responses.
     """
 
     dir: str = "runs/default"
     jsonl: bool = False
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=1_000_000, strict=True)
     cache: str | None = None
 
 
@@ -208,13 +208,9 @@ class Recipe(_Strict):
 
     def data_hash(self) -> str:
         """sha256 (16 hex) of everything that changes the data a run produces (not output
-        location or concurrency): two recipes with the same hash can share a run directory."""
-        data = _drop_keys(
-            self.model_dump(mode="json", exclude={"output", "base_dir", "description", "pricing", "report", "executor", "budget"}),
-            _OPERATIONAL_KEYS,
-        )
-        data["output_batch_size"] = self.output.batch_size
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        location, concurrency or ``seeds.limit``: see :func:`data_view`): two recipes with the
+        same hash can share a run directory, and a higher limit extends a finished run."""
+        return hashlib.sha256(json.dumps(data_view(self.model_dump(mode="json")), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
         """The recipe as YAML, with defaults filled in (the resolved recipe)."""
@@ -235,22 +231,47 @@ class Recipe(_Strict):
         path = Path(path)
         if not path.exists():
             raise RecipeError(f"{path}: recipe not found")
+        if path.is_dir():
+            raise RecipeError(f"{path}: is a folder; give the recipe's YAML file")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise RecipeError(f"{path}: not valid YAML: {e}") from e
+            raw = path.read_bytes()
+        except OSError as e:
+            raise RecipeError(f"{path}: cannot read the recipe: {e.strerror or e}") from None
+        try:
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            raise RecipeError(f"{path}: not valid UTF-8 (byte {e.start})") from e
+            line = raw[: e.start].count(b"\n") + 1
+            offset = e.start - (raw.rfind(b"\n", 0, e.start) + 1)
+            raise RecipeError(f"{path}:{line}: not valid UTF-8 at byte offset {offset} of the line "
+                              f"(byte offset {e.start} of the file)") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise RecipeError(_yaml_error(path, e, text)) from None
+        except RecursionError:
+            raise RecipeError(f"{path}: not valid YAML: nested too deeply (a recipe nests a few levels)") from None
+        except ValueError as e:  # PyYAML's int() of a number of more than 4300 digits
+            raise RecipeError(f"{path}: not valid YAML: {str(e).splitlines()[0][:160]}") from None
         if not isinstance(data, dict):
             raise RecipeError(f"{path}: a recipe is a mapping of sections (seeds, prompt, teacher, ...)")
+        _check_shape(data, str(path))
         for key, value in (overrides or {}).items():
-            _set_dotted(data, key, value)
+            _set_dotted(data, key, value, str(path))
+        _check_shape(data, str(path))
         data["base_dir"] = str(path.resolve().parent)
         return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
-        """Validate a recipe given as a dict (see :meth:`from_yaml`)."""
+        """Validate a recipe given as a dict (see :meth:`from_yaml`).
+
+        Raises:
+            RecipeError: as :meth:`from_yaml`.
+        """
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: a recipe is a mapping of sections (seeds, prompt, teacher, ...)")
+        _check_shape(data, source)
+        check_templates(data, source)
         try:
             recipe = cls.model_validate(data)
         except ValidationError as e:
@@ -266,18 +287,18 @@ class Recipe(_Strict):
         """
         if self.seeds.local:
             p = self.resolve(self.seeds.path)
-            if not p.exists():
+            if not _exists(p, f"{source}: seeds.path"):
                 hint = " (for a Hugging Face Hub dataset set seeds.format: hub)" if "/" in self.seeds.path else ""
                 raise RecipeError(f"{source}: seeds.path: file not found: {p}{hint}")
         if self.teacher and self.teacher.backend == "transformers":
             model = self.teacher.model
             local = self.resolve(model)
-            if model.startswith((".", "/", "~")) and not local.exists():
+            if model.startswith((".", "/", "~")) and not _exists(local, f"{source}: teacher.model"):
                 raise RecipeError(f"{source}: teacher.model: folder not found: {local}")
         if self.decontamination is not None and hasattr(self.decontamination, "benchmarks"):
             for i, bench in enumerate(self.decontamination.benchmarks):
                 bpath = getattr(bench, "path", None)
-                if bpath and not self.resolve(bpath).exists():
+                if bpath and not _exists(self.resolve(bpath), f"{source}: decontamination.benchmarks.{i}.path"):
                     raise RecipeError(
                         f"{source}: decontamination.benchmarks.{i}.path: file not found: {self.resolve(bpath)}"
                     )
@@ -310,6 +331,22 @@ _OPERATIONAL_KEYS = frozenset(
 )
 
 
+_UNHASHED_SECTIONS = frozenset({"output", "base_dir", "description", "pricing", "report", "executor", "budget"})
+
+
+def data_view(dumped: dict[str, Any]) -> dict[str, Any]:
+    """The part of a dumped recipe (``Recipe.model_dump(mode="json")``, or a run directory's
+    ``recipe.yaml`` loaded) that decides what each batch holds, which :meth:`Recipe.data_hash`
+    hashes: every section but output location, pricing, report, executor and budget, without
+    the operational keys (concurrency, timeouts, URLs...) and without ``seeds.limit`` (a
+    smaller limit's batches are a prefix of a larger one's), plus ``output.batch_size``."""
+    data = _drop_keys({k: v for k, v in dumped.items() if k not in _UNHASHED_SECTIONS}, _OPERATIONAL_KEYS)
+    if isinstance(data.get("seeds"), dict):
+        data["seeds"] = {k: v for k, v in data["seeds"].items() if k != "limit"}
+    data["output_batch_size"] = (dumped.get("output") or {}).get("batch_size")
+    return data
+
+
 def _drop_keys(value: Any, keys: frozenset[str]) -> Any:
     if isinstance(value, dict):
         return {k: _drop_keys(v, keys) for k, v in value.items() if k not in keys}
@@ -318,12 +355,134 @@ def _drop_keys(value: Any, keys: frozenset[str]) -> Any:
     return value
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
+def check_templates(data: dict[str, Any], source: str = "recipe") -> None:
+    """Compile each Jinja2 template of a recipe mapping and render it once with every seed field
+    undefined: a syntax error, or a template that fails whatever the seed says (``{{ 1/0 }}``,
+    an ``include`` with nothing to include), is refused before any work, naming its key. A
+    failure that depends on a seed's values (``{{ question / 2 }}``) can show only on that
+    seed's row. Values that are not text are left to the schema.
+
+    Raises:
+        RecipeError: ``<source>: <key>: ...`` (``prompt.template``, ``prompt.system``,
+            ``seeds.response_template``).
+    """
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, autoescape=False)
+    for section, name in (("prompt", "template"), ("prompt", "system"), ("seeds", "response_template")):
+        node = data.get(section)
+        text = node.get(name) if isinstance(node, dict) else None
+        if not isinstance(text, str) or not text:
+            continue
+        key = f"{section}.{name}"
+        try:
+            env.from_string(text).render()
+        except jinja2.UndefinedError:
+            continue  # depends on the seed's fields
+        except jinja2.TemplateSyntaxError as e:
+            raise RecipeError(f"{source}: {key}: template syntax error on line {e.lineno}: {e.message}") from None
+        except Exception as e:  # noqa: BLE001 (whatever a template raises is the template's fault)
+            shown = str(e).splitlines()[0][:200] if str(e) else ""
+            raise RecipeError(f"{source}: {key}: the template fails whatever the seed: {type(e).__name__}: {shown}") from None
+
+
+def _exists(path: Path, where: str) -> bool:
+    """Whether ``path`` exists; a path the system cannot even look up (too long) is an error.
+
+    Raises:
+        RecipeError: ``<where>: cannot look up <path>: <reason>``.
+    """
+    try:
+        return path.exists()
+    except OSError as e:
+        raise RecipeError(f"{where}: cannot look up {str(path)[:200]}: {e.strerror or e}") from None
+
+
+MAX_RECIPE_DEPTH = 32
+"""Most levels of sections, lists and mappings a recipe may nest (the deepest shipped one has 5)."""
+
+
+def _check_shape(data: Any, source: str) -> None:
+    """Refuse, naming the key, a recipe nested more than :data:`MAX_RECIPE_DEPTH` levels or
+    with a key that is not a string (YAML allows ``1: x``); iterative, so any depth is measured.
+
+    Raises:
+        RecipeError: ``<source>: <key.path>: ...``.
+    """
+    stack: list[tuple[Any, list[str]]] = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_RECIPE_DEPTH:
+            where = ".".join(path[:3])
+            raise RecipeError(f"{source}: {where}: nested more than {MAX_RECIPE_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    where = ".".join([*path, str(k)])
+                    raise RecipeError(f"{source}: {where}: a key must be text, got {type(k).__name__} {k!r}")
+                stack.append((v, [*path, k]))
+        elif isinstance(value, list):
+            stack.extend((v, [*path, str(i)]) for i, v in enumerate(value))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str = "recipe") -> None:
+    """Set the key ``dotted`` (``teacher.model``, ``verifiers.0.reference``) of ``data`` to ``value``.
+
+    A number indexes a list (``len`` appends); missing sections are made on the way (a list
+    when the next part is a number).
+
+    Raises:
+        RecipeError: an empty key part, an index that is not a number or out of range, or a
+            path through a value that is not a section (``seeds.path.x``), naming the key.
+    """
     parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
+    where = f"{source}: --set {dotted[:120]}"
+    if any(not p.strip() for p in parts):
+        raise RecipeError(f"{where}: a key path is names joined by dots (seeds.limit, verifiers.0.reference)")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        walked = ".".join(parts[:i]) or "(the recipe)"
+        if isinstance(node, list):
+            if not part.isdigit():
+                raise RecipeError(f"{where}: {walked} is a list; {part!r} is not an index (0 to {len(node)})")
+            index = int(part)
+            if index > len(node):
+                raise RecipeError(f"{where}: {walked} has {len(node)} entries; the index can be 0 to {len(node)} "
+                                  f"({len(node)} appends one)")
+            if index == len(node):
+                node.append(value if last else ([] if parts[i + 1].isdigit() else {}))
+                if last:
+                    return
+            elif last:
+                node[index] = value
+                return
+            node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return
+            if node.get(part) is None:
+                node[part] = [] if parts[i + 1].isdigit() else {}
+            node = node[part]
+        else:
+            shown = repr(node)[:60]
+            raise RecipeError(f"{where}: {walked} is a {type(node).__name__} ({shown}), not a section: it has no key {part!r}")
+
+
+def _yaml_error(path: Path, e: yaml.YAMLError, text: str = "") -> str:
+    """``path:line:column: not valid YAML: <problem>`` in one line (PyYAML's own text spans several)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML refuses (NUL, other controls)
+        ch = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
+        line = text[: e.position].count("\n") + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        return f"{path}:{line}:{column}: not valid YAML: the character U+{ch:04X} is not allowed in YAML"
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    text = f"{problem} ({context})" if context else str(problem)
+    return f"{where}: not valid YAML: {' '.join(text.split())}"
 
 
 def _model_at(model: Any, loc: tuple[Any, ...], data: Any) -> Any:

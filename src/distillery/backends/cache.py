@@ -15,11 +15,13 @@ ending in ``.sqlite`` is one SQLite file instead (the layout before sharding).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult
@@ -41,15 +43,6 @@ def _connect(path: Path) -> sqlite3.Connection:
         " key TEXT PRIMARY KEY, backend TEXT, model TEXT, result TEXT NOT NULL, created_at TEXT)"
     )
     return db
-
-
-def _create(paths: list[Path]) -> None:
-    """Make the cache files ``paths`` (in a background thread: each has its own connection)."""
-    for path in paths:
-        try:
-            _connect(path).close()
-        except sqlite3.Error:
-            pass  # the first real use will make it, or say why not
 
 
 def cache_location(folder: str | Path) -> Path:
@@ -82,10 +75,22 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
         self._creating: threading.Thread | None = None
-        missing = [] if self.single else [p for p in map(self._shard_path, range(SHARDS)) if not p.exists()]
+        self._made: dict[int, threading.Event] = {}  # shards the background thread is making
+        missing = [] if self.single else [s for s in range(SHARDS) if not self._shard_path(s).exists()]
         if missing:  # a new cache: make its files in the background (each costs fsyncs), not at the first request
-            self._creating = threading.Thread(target=_create, args=(missing,), name="cache-create", daemon=True)
+            self._made = {s: threading.Event() for s in missing}
+            self._creating = threading.Thread(target=self._create, args=(missing,), name="cache-create", daemon=True)
             self._creating.start()
+
+    def _create(self, shards: list[int]) -> None:
+        """Make the files of ``shards`` (in the background thread, each with its own connection)."""
+        for shard in shards:
+            try:
+                _connect(self._shard_path(shard)).close()
+            except sqlite3.Error:
+                pass  # the first real use will make it, or say why not
+            finally:
+                self._made[shard].set()
 
     def _shard_path(self, shard: int) -> Path:
         return self.path if self.single else self.path / f"responses-{shard:x}.sqlite"
@@ -96,6 +101,9 @@ class ResponseCache:
     def _db(self, shard: int) -> sqlite3.Connection:
         db = self._dbs.get(shard)
         if db is None:
+            made = self._made.get(shard)
+            if made is not None:
+                made.wait()  # not while the background thread sets it up: two first connections race on WAL
             db = self._dbs[shard] = _connect(self._shard_path(shard))
         return db
 
@@ -106,8 +114,9 @@ class ResponseCache:
             by_shard.setdefault(self._shard(key), []).append(key)
         found: dict[str, GenerationResult] = {}
         for shard, shard_keys in by_shard.items():
-            if shard not in self._dbs and not self._shard_path(shard).exists():
-                continue  # not made yet: nothing is cached there
+            made = self._made.get(shard)
+            if shard not in self._dbs and ((made is not None and not made.is_set()) or not self._shard_path(shard).exists()):
+                continue  # still being made, or not made: nothing is cached there
             db = self._db(shard)
             for start in range(0, len(shard_keys), 500):
                 chunk = shard_keys[start : start + 500]
@@ -167,6 +176,7 @@ class CachedBackend(Backend):
         self.cache = cache
         self.stats = inner.stats
         self._preflighted = False
+        self._inflight: dict[str, asyncio.Future] = {}  # keys being fetched now -> their answer
 
     async def preflight(self) -> None:
         """Preflight the inner backend once, lazily: a fully cached run never contacts it."""
@@ -179,9 +189,15 @@ class CachedBackend(Backend):
         requests: list[GenerationRequest],
         on_receive: Callable[[int, GenerationResult], None] | None = None,
     ) -> AsyncIterator[tuple[int, GenerationResult]]:
+        """Results of ``requests`` as they come: cache hits first, then the inner backend's.
+
+        A request whose key another stream of this backend is already fetching (two batches
+        running at once that ask the same thing) is not sent again: it waits for that answer
+        and gets it as a cache hit."""
         keys = [self.inner.cache_key(r) for r in requests]
         found = {} if _FRESH.get() else self.cache.get_many(keys)
         misses: list[int] = []
+        borrowed: list[tuple[int, asyncio.Future]] = []
         for i, key in enumerate(keys):
             if key in found:
                 self.cache.hits += 1
@@ -190,21 +206,87 @@ class CachedBackend(Backend):
                 if on_receive is not None:
                     on_receive(i, result)
                 yield i, result
+            elif key in self._inflight and not _FRESH.get():
+                borrowed.append((i, self._inflight[key]))
             else:
                 misses.append(i)
-        if not misses:
+        if not misses and not borrowed:
             return
         self.cache.misses += len(misses)
-        await self.preflight()
+        loop = asyncio.get_running_loop()
+        owned: dict[str, asyncio.Future] = {}
+        for i in misses:
+            if keys[i] not in self._inflight:
+                owned[keys[i]] = self._inflight[keys[i]] = loop.create_future()
 
         def store(j: int, result: GenerationResult) -> None:
+            key = keys[misses[j]]
             if result.error_kind is None:
-                self.cache.put(keys[misses[j]], self.inner.kind, self.inner.model, result)
+                self.cache.put(key, self.inner.kind, self.inner.model, result)
+            future = owned.pop(key, None)
+            if future is not None:
+                self._inflight.pop(key, None)
+                if not future.done():
+                    future.set_result(result)
             if on_receive is not None:
                 on_receive(misses[j], result)
 
-        async for j, result in self.inner.stream([requests[i] for i in misses], on_receive=store):
-            yield misses[j], result
+        try:
+            if not borrowed:  # the usual case: no other stream is fetching any of these
+                await self.preflight()
+                async for j, result in self.inner.stream([requests[i] for i in misses], on_receive=store):
+                    yield misses[j], result
+                return
+            async for item in self._merged(requests, misses, borrowed, store, on_receive):
+                yield item
+        finally:
+            for key, future in owned.items():  # never answered (cancelled, failed): waiters get a failure
+                self._inflight.pop(key, None)
+                if not future.done():
+                    future.set_exception(RuntimeError("the request was not answered"))
+                    future.exception()  # retrieved: no "never retrieved" warning when no one waited
+
+    async def _merged(self, requests: list[GenerationRequest], misses: list[int],
+                      borrowed: list[tuple[int, asyncio.Future]], store: Callable[[int, GenerationResult], None],
+                      on_receive: Callable[[int, GenerationResult], None] | None,
+                      ) -> AsyncIterator[tuple[int, GenerationResult]]:
+        """The answers of ``misses`` (sent) and of ``borrowed`` (another stream's), as they come."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def own() -> None:
+            if misses:
+                await self.preflight()
+                async for j, result in self.inner.stream([requests[i] for i in misses], on_receive=store):
+                    queue.put_nowait((misses[j], result))
+
+        async def wait(i: int, future: asyncio.Future) -> None:
+            try:
+                result = replace(await asyncio.shield(future), cached=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the owner failed before answering: a transient failure here too
+                result = GenerationResult(text=None, error_kind="exception", error=f"{type(e).__name__}: {e}")
+            if on_receive is not None:
+                on_receive(i, result)
+            queue.put_nowait((i, result))
+
+        tasks = [asyncio.create_task(own())] + [asyncio.create_task(wait(i, f)) for i, f in borrowed]
+        try:
+            for _ in range(len(misses) + len(borrowed)):
+                getter = asyncio.ensure_future(queue.get())
+                done, _pending = await asyncio.wait({getter, *[t for t in tasks if not t.done()]},
+                                                    return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    for t in done:
+                        t.result()  # re-raise a failure of the inner stream
+                    item = await queue.get()
+                else:
+                    item = getter.result()
+                yield item
+        finally:
+            for t in tasks:
+                t.cancel()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -21,8 +21,12 @@ _SPACE = re.compile(r"\s+")
 
 
 def text_hash(text: str) -> bytes:
-    """sha1 digest of ``text`` after normalisation (case, unicode forms, runs of whitespace)."""
-    return hashlib.sha1(_SPACE.sub(" ", normalize(text)).strip().encode()).digest()
+    """sha1 digest of ``text`` after normalisation (case, unicode forms, runs of whitespace).
+
+    A lone surrogate (``"\\ud800"``, which a teacher's JSON may carry) is hashed as its code
+    point (``surrogatepass``), so it neither fails nor collides with other text.
+    """
+    return hashlib.sha1(_SPACE.sub(" ", normalize(text)).strip().encode("utf-8", "surrogatepass")).digest()
 
 
 @register("dedup")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
 from distillery.pipeline.config import StageConfig
 from distillery.pipeline.stage import BuildContext, Check, Stage
 from distillery.registry import register
@@ -25,13 +27,24 @@ class LengthConfig(StageConfig):
         min_tokens, max_tokens: band in tokens. Tokens are the teacher's completion tokens
             when the backend reported them, else :func:`approx_tokens` of the response (curate mode).
         min_chars, max_chars: band in characters of the response.
+
+    Bounds are non-negative and each minimum is at most its maximum (else the recipe is refused:
+    a band that rejects everything is a typo, not a filter).
     """
 
     type: Literal["length"] = "length"
-    min_tokens: int = 0
-    max_tokens: int | None = None
-    min_chars: int = 1
-    max_chars: int | None = None
+    min_tokens: int = Field(0, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _band(self) -> LengthConfig:
+        for unit in ("tokens", "chars"):
+            low, high = getattr(self, f"min_{unit}"), getattr(self, f"max_{unit}")
+            if high is not None and low > high:
+                raise ValueError(f"min_{unit} ({low}) is greater than max_{unit} ({high}): the band is empty")
+        return self
 
     def build(self, ctx: BuildContext) -> Stage:
         return LengthFilter(self)

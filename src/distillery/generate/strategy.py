@@ -289,7 +289,8 @@ class GenerationContext:
             template cannot be filled from (with ``--skip-bad-rows``).
 
         Raises:
-            InputError: a seed lacks a field the template uses (without ``--skip-bad-rows``).
+            InputError: a seed lacks a field the template uses, or the template fails on its
+                values (without ``--skip-bad-rows``).
         """
         builder = builder or self.strategy.prompt
         items: list[PromptItem] = []
@@ -299,6 +300,10 @@ class GenerationContext:
                 messages = builder.messages(row.data)
             except KeyError as e:
                 rejected.append(self.bad_row(BadRow(row.index, row.line, f"missing_field: {e.args[0]}")))
+                continue
+            except Exception as e:  # the template itself failed on this row's values (e.g. {{ question / 0 }})
+                reason = f"template_error: {type(e).__name__}: {str(e)[:200]}"
+                rejected.append(self.bad_row(BadRow(row.index, row.line, reason, field="prompt.template")))
                 continue
             items.append(PromptItem(row, seed_id(row, self.id_field, self.source_name), messages))
         self.prompted += len(items)

@@ -25,8 +25,25 @@ def warm_up() -> None:
     pa.array([{"x": 0}])
 
 
+def _storable(t: pa.DataType) -> pa.DataType:
+    """``t`` with every struct without fields (what ``{}`` infers to) made null: Parquet cannot
+    store a struct without children, so an empty mapping inside a seed reads back as ``None``."""
+    if pa.types.is_struct(t):
+        if t.num_fields == 0:
+            return pa.null()
+        return pa.struct([(f.name, _storable(f.type)) for f in t])
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(_storable(t.value_type))
+    return t
+
+
 def infer_type(values: list[Any]) -> pa.DataType:
-    """The Arrow type of ``values`` (seed dicts), tolerant of mixed types: conflicting fields become strings."""
+    """The Arrow type of ``values`` (seed dicts), tolerant of mixed types: conflicting fields
+    become strings; an empty mapping inside becomes null (see :func:`_storable`)."""
+    return _storable(_infer(values))
+
+
+def _infer(values: list[Any]) -> pa.DataType:
     try:
         return pa.array(values).type
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -66,7 +83,7 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType:
 
 def coerce(value: Any, typ: pa.DataType) -> Any:
     """``value`` converted so that it fits ``typ`` (see :func:`unify_types`)."""
-    if value is None:
+    if value is None or pa.types.is_null(typ):
         return None
     if pa.types.is_string(typ) and not isinstance(value, str):
         return value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)

@@ -47,7 +47,10 @@ def _raw_text(value: Any) -> str:
     try:  # ASCII escapes: a lone surrogate stays as its \\uXXXX text
         text = json.dumps(value, ensure_ascii=True, default=str)
     except (ValueError, RecursionError, TypeError):
-        text = ascii(value)
+        try:
+            text = ascii(value)
+        except (RecursionError, ValueError):
+            text = "<a value nested too deeply to print>"
     return text[:_RAW_CHARS]
 
 

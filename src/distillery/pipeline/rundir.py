@@ -102,35 +102,90 @@ class RunDir:
         self.close()
 
     # -- what the directory holds -----------------------------------------------------------------
-    def prepare(self, recipe_yaml: str, recipe_hash: str, fresh: bool, clear: Any) -> None:
+    def prepare(self, recipe_yaml: str, recipe_hash: str, fresh: bool, clear: Any) -> dict[str, Any] | None:
         """Check the directory holds a run of this recipe (or none), start afresh if asked, and
         write ``recipe.yaml`` and ``run.json``.
+
+        Two recipes are the same run when :func:`distillery.recipe.data_view` of both is equal
+        (so ``seeds.limit``, concurrency, URLs, pricing and the output location may change); a
+        refusal names every key that differs, compared key by key with the ``recipe.yaml``
+        the directory holds.
 
         Args:
             recipe_yaml, recipe_hash: the resolved recipe and its data hash.
             fresh: discard earlier results (``clear()`` empties the shards; the cache is kept).
             clear: called to remove the shards when starting afresh.
 
+        Returns:
+            The recipe the directory held before (``recipe.yaml`` loaded), or ``None`` when it
+            held none or ``fresh`` discarded it.
+
         Raises:
             RecipeError: the directory holds a run of another recipe and ``fresh`` is false.
         """
+        import yaml
+
+        from distillery.recipe import data_view
+
         meta_path = self.path / "run.json"
+        previous: dict[str, Any] | None = None
         if meta_path.exists():
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if (self.path / "recipe.yaml").exists():
+                loaded = yaml.safe_load((self.path / "recipe.yaml").read_text(encoding="utf-8"))
+                previous = loaded if isinstance(loaded, dict) else None
             if fresh:
                 clear()
                 for name in OUTPUTS:
                     (self.path / name).unlink(missing_ok=True)
+                previous = None
             elif meta.get("recipe_hash") != recipe_hash:
-                raise RecipeError(
-                    f"{self.path} holds a run of a different recipe (hash {meta.get('recipe_hash')} != {recipe_hash}); "
-                    "use another output.dir or --fresh to start over (the response cache is kept)"
-                )
+                current = yaml.safe_load(recipe_yaml)
+                keys = differing_keys(data_view(previous), data_view(current)) if previous is not None else ["?"]
+                if keys:  # (equal views: a directory made before the hash left seeds.limit out)
+                    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+                    raise RecipeError(
+                        f"{self.path} holds a run of a different recipe (these keys differ: {shown}); "
+                        "use another output.dir or --fresh to start over (the response cache is kept)"
+                    )
         atomic_write_text(self.path / "recipe.yaml", recipe_yaml)
         atomic_write_text(
             meta_path,
             json.dumps({"recipe_hash": recipe_hash, "distillery_version": __version__, "created_at": utc_now()}, indent=2),
         )
+        return previous
+
+    def drop_batches(self, shards: Path, keep: Any) -> list[int]:
+        """Remove the markers (then the shards) of the finished batches for which
+        ``keep(k, marker)`` is false, so they are redone (from the response cache); return them.
+
+        Used when ``seeds.limit`` changed: a batch is kept only if the new limit makes the same
+        batch (whole, and inside the limit)."""
+        dropped = []
+        for marker in sorted(shards.glob("batch-*.json")):
+            k = int(marker.stem.split("-")[1])
+            if not keep(k, json.loads(marker.read_text(encoding="utf-8"))):
+                marker.unlink()
+                marker.with_suffix(".parquet").unlink(missing_ok=True)
+                dropped.append(k)
+        return dropped
+
+
+def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted key paths whose values differ between two nested mappings (lists compared whole,
+    or item by item when both have the same length), in sorted order."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(path)
+            else:
+                out.extend(differing_keys(old[key], new[key], path))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [k for i, (a, b) in enumerate(zip(old, new, strict=True)) for k in differing_keys(a, b, f"{prefix}.{i}")]
+    return [] if old == new else [prefix or "(recipe)"]
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

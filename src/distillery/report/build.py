@@ -18,7 +18,7 @@ from distillery.io.atomic import atomic_write_text
 from distillery.pipeline.stage import StageStats
 from distillery.recipe import Recipe
 from distillery.records import utc_now
-from distillery.report.card import dataset_card
+from distillery.report.card import dataset_card, time_summary
 
 
 def aggregate(markers: dict[int, dict[str, Any]], reduced: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -78,10 +78,14 @@ def build_report(
 ) -> dict[str, Any]:
     """The ``report.json`` content from the batch markers and the reduce's counts.
 
-    Keys: ``funnel`` (``[{stage, in, out}]``, seeds first, accepted last), ``accept_rate``
+    Keys: ``funnel`` (``[{stage, in, out}]``, seeds first, accepted last; the ``generate`` row
+    has prompts in, the candidates the checks received out and every candidate made as
+    ``candidates``; a curate run has no ``generate`` row), ``accept_rate``
     (accepted / candidates), ``tokens``, ``wall_time_s`` (the time some batch was
     running, over all sessions and workers: batches that overlapped are counted once),
-    ``session_wall_s`` (this session, from start to the reduce), ``generation_time_s`` (time
+    ``session_wall_s`` (this session, start to finish: plan, batches, reduce, diversity, files;
+    set by :func:`finalize_run`), ``run_time_s`` (the whole run: this session plus the batch time
+    of earlier sessions), ``phases_s`` (this session's time by phase), ``generation_time_s`` (time
     spent waiting for the teacher, summed over batches), ``throughput`` (per second of
     ``wall_time_s``), ``failures`` (by kind), ``model_calls`` (paid calls by role: ``teacher``,
     ``judge``...: requests, tokens, cost), ``cost`` (every paid call, priced by
@@ -93,6 +97,13 @@ def build_report(
     stages: list[StageStats] = agg["stages"]
     funnel = []
     for st in stages:
+        if st.kind == "generate":
+            if strategy.mode == "curate" or not strategy.needs_teacher:
+                continue  # nothing was generated: the seeds' own responses go straight to the checks
+            # prompts in; out: the candidates the checks received (failed generations are its reasons)
+            funnel.append({"stage": st.name, "kind": st.kind, "in": t.get("prompts", 0), "out": st.records_out,
+                           "candidates": st.records_in})
+            continue
         label = "seeds" if st.kind == "read" else st.name
         funnel.append({"stage": label, "kind": st.kind, "in": st.records_in, "out": st.records_out})
     candidates = t.get("candidates", 0)
@@ -139,6 +150,8 @@ def build_report(
         },
         "wall_time_s": round(seconds, 3),
         "session_wall_s": round(session.get("seconds", 0.0), 3),
+        "run_time_s": round(session.get("seconds", 0.0) + _earlier_time(session), 3),
+        "phases_s": {k: round(v, 3) for k, v in (session.get("phases") or {}).items()},
         "generation_time_s": round(gen_seconds, 3),
         "throughput": {
             "requests_per_s": round(calls / seconds, 3) if seconds else None,
@@ -164,6 +177,13 @@ def build_report(
     }
 
 
+def _earlier_time(session: dict[str, Any]) -> float:
+    """Batch time of the batches earlier sessions finished (their spans' union)."""
+    markers = (session.get("earlier_batches") or {}).values()
+    spans = [(m["started_unix"], m["finished_unix"]) for m in markers if "started_unix" in m and "finished_unix" in m]
+    return busy_time(spans) + sum(m.get("seconds", 0.0) for m in markers if "started_unix" not in m)
+
+
 def print_funnel(report: dict[str, Any], console: Console) -> None:
     """Print the funnel table and headline figures of a report."""
     table = Table(title=f"distillery · {report['name']} · funnel")
@@ -185,7 +205,7 @@ def print_funnel(report: dict[str, Any], console: Console) -> None:
         f"accepted {report['accepted']} of {report['candidates']} candidates "
         f"(accept rate {report['accept_rate']:.1%}) from {report['seeds']} seeds · "
         f"tokens in/out {report['tokens']['in']}/{report['tokens']['out']} · "
-        f"time {report['wall_time_s']:.1f}s · requests/s {tp['requests_per_s']} · "
+        f"time {time_summary(report)} · requests/s {tp['requests_per_s']} · "
         f"backend calls {report['cache']['backend_calls']} (cache hits {report['cache']['hits']}) · "
         f"cost {report['cost']['estimated']} {report['cost']['currency']}"
     )
@@ -249,7 +269,13 @@ def finalize_run(
     if reduced["accepted"] + reduced["rejected"] != before_dedup:
         raise RuntimeError(f"the dataset holds {reduced['accepted']} + {reduced['rejected']} records, the batches {before_dedup}")
     report["diversity"] = run_diversity(run_dir / "accepted.parquet", recipe)
-    report["finalize_s"] = round(time.perf_counter() - started, 3)
+    finished = time.perf_counter()
+    report["finalize_s"] = round(finished - started, 3)
+    if "started" in session:  # the session's time includes this (diversity embeddings can dominate it)
+        seconds = finished - session["started"]
+        report["session_wall_s"] = round(seconds, 3)
+        report["run_time_s"] = round(seconds + _earlier_time(session), 3)
+        report["phases_s"]["diversity"] = round(finished - started, 3)
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=False))
     atomic_write_text(run_dir / "README.md", dataset_card(recipe, report, strategy))
     print_funnel(report, console)

@@ -13,6 +13,17 @@ from distillery.recipe import Recipe
 from distillery.report.diversity import diversity_markdown
 
 
+def time_summary(report: dict[str, Any]) -> str:
+    """``"12.3s (batches 10.1s, reduce 0.4s, diversity 1.6s)"``: the whole run's time and
+    where it went (reports from before ``run_time_s`` give ``wall_time_s``)."""
+    total = report.get("run_time_s", report.get("wall_time_s", 0.0))
+    phases = report.get("phases_s") or {}
+    parts = [f"{name} {phases[name]:.1f}s" for name in ("batches", "reduce", "diversity") if phases.get(name)]
+    if phases and report.get("run_time_s", 0.0) > report.get("session_wall_s", 0.0) + 0.05:
+        parts.append(f"earlier sessions {report['run_time_s'] - report['session_wall_s']:.1f}s")
+    return f"{total:.1f}s" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def _size_category(n: int) -> str:
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -85,7 +96,7 @@ def dataset_card(recipe: Recipe, report: dict[str, Any], strategy: Strategy) -> 
     lines += [
         "",
         f"Tokens in/out: {tok['in']}/{tok['out']} (billed {tok['billed_in']}/{tok['billed_out']}); "
-        f"estimated cost {report['cost']['estimated']} {report['cost']['currency']}; processing time {report['wall_time_s']} s.",
+        f"estimated cost {report['cost']['estimated']} {report['cost']['currency']}; processing time {time_summary(report)}.",
         "",
         *([diversity_markdown(report["diversity"]), ""] if report.get("diversity") else []),
         "## Provenance",

@@ -57,7 +57,7 @@ class LocalExecutor(Executor):
             seeds = running.pop(task)
             outcome: BatchOutcome = task.result()  # re-raises a batch's error (bad input, unusable teacher)
             result.add(outcome)
-            progress.on_batch(seeds, outcome.accepted)
+            progress.on_batch(seeds, outcome.accepted, made=outcome.marker["candidates"] if outcome.done else None)
             if not outcome.done and (worker.strategy.sequential or worker.budget.exhausted):  # type: ignore[union-attr]
                 stop = True  # later batches build on this one, or the budget is spent: the re-run goes on
 
