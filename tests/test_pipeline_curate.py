@@ -59,6 +59,9 @@ def test_gsm8k_curate_recipe_verifies_dedups_and_decontaminates(tmp_path: Path):
     assert diversity["accepted_responses"] == report["accepted"] and 0 < diversity["distinct_2"] <= 1
     assert diversity["embedding_sample"] == 200 and diversity["vendi_score"] > 1
     assert "## Diversity" in card
+    assert diversity["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"  # its name, not "default"
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["license"] == "other" and front["pretty_name"]
 
 
 def test_rerunning_a_finished_run_rewrites_the_same_dataset(tmp_path: Path):

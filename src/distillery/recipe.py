@@ -135,7 +135,9 @@ class PricingConfig(_Strict):
 class Recipe(_Strict):
     """A whole run: seeds, prompt, teacher, generation strategy, verifiers, filters, dedup,
     decontamination, executor, output and budget (``budget:``, a hard stop:
-    :mod:`distillery.pipeline.budget`). See the README for a commented example.
+    :mod:`distillery.pipeline.budget`). See the README for a commented example. ``name``,
+    ``description`` and ``license`` (an SPDX id such as ``cc-by-4.0``; ``other`` by default: the
+    seeds' and the teacher's terms apply) go on the dataset card and not into the data hash.
 
     The entries of ``generation`` (by ``strategy``), ``verifiers``, ``filters``, ``dedup``,
     ``decontamination`` and ``executor`` (by ``type``) are validated against what is
@@ -149,6 +151,7 @@ class Recipe(_Strict):
 
     name: str = "default"
     description: str | None = None
+    license: str = Field("other", min_length=1, description="the dataset card's license")
     seeds: SeedsConfig
     prompt: PromptConfig = PromptConfig()
     teacher: TeacherConfig | None = None
@@ -331,7 +334,7 @@ _OPERATIONAL_KEYS = frozenset(
 )
 
 
-_UNHASHED_SECTIONS = frozenset({"output", "base_dir", "description", "pricing", "report", "executor", "budget"})
+_UNHASHED_SECTIONS = frozenset({"output", "base_dir", "description", "license", "pricing", "report", "executor", "budget"})
 
 
 def data_view(dumped: dict[str, Any]) -> dict[str, Any]:

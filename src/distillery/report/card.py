@@ -35,6 +35,7 @@ def dataset_card(recipe: Recipe, report: dict[str, Any], strategy: Strategy) -> 
     """Markdown text of the dataset card for a finished run made by ``strategy``."""
     meta = {
         "pretty_name": recipe.name,
+        "license": recipe.license,
         "tags": ["synthetic", "distillery", strategy.name.replace("_", "-")],
         "task_categories": ["text-generation"],
         "language": ["en"],

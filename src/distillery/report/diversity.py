@@ -210,7 +210,7 @@ def diversity_metrics(
             rng = np.random.default_rng(seed)
             rows = np.sort(rng.choice(len(texts), size=min(sample, len(texts)), replace=False))
             x = embed(model, [texts[i] for i in rows.tolist()])
-            out["embedding_model"] = embed_model if isinstance(embed_model, str) else model_name(model)
+            out["embedding_model"] = model_name(model)  # the model's own name, not "default"
             out["embedding_sample"] = len(rows)
             out["mean_pairwise_cosine"] = round(mean_pairwise_cosine(x), 4)
             out["vendi_score"] = round(vendi_score_embeddings(x), 2)
