@@ -73,3 +73,11 @@ def test_experiment_cli_star_quick_and_unknown_name(tmp_path):
     assert (tmp_path / "star" / "star.png").exists()
     bad = run_cli("experiment", "nope", "--out", str(tmp_path / "x"))
     assert bad.returncode == 1 and "unknown experiment 'nope'" in bad.stderr
+
+
+def test_experiment_list_names_what_there_is():
+    from tests.helpers import run_cli
+
+    done = run_cli("experiment", "list")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["collapse", "filter-lift", "star"]

@@ -243,12 +243,18 @@ def improve(
 @app.command()
 @user_errors
 def experiment(
-    name: Annotated[str, typer.Argument(help="filter-lift | collapse | star")],
+    name: Annotated[str, typer.Argument(help="filter-lift | collapse | star, or `list` to list them")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default runs/experiments/NAME)")] = None,
     quick: Annotated[bool, typer.Option(help="a much smaller configuration (minutes; for smoke tests)")] = False,
 ) -> None:
-    """Run an experiment; write NAME.json and NAME.png."""
+    """Run an experiment; write NAME.json and NAME.png (`distillery experiment list`: what there is)."""
+    from distillery import registry
     from distillery.experiments.registry import run_experiment
+
+    if name == "list":
+        for registered in registry.names("experiment"):
+            typer.echo(registered)
+        return
 
     folder = out or Path("runs/experiments") / name
     result = run_experiment(name, folder, quick=quick)
