@@ -146,3 +146,15 @@ def test_report_command(tmp_path: Path):
     assert json.loads(as_json.stdout)["accepted"] == 6
     missing = run_cli("report", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "no report.json" in missing.stderr
+
+
+def test_help_is_whole_at_80_columns():
+    """Plain help (no boxes): nothing is cut off with an ellipsis, arguments read in capitals."""
+    from tests.helpers import run_cli
+
+    for command in (["distill", "--help"], ["run", "--help"], ["plan", "--help"]):
+        done = run_cli(*command, env={"COLUMNS": "80"})
+        assert done.returncode == 0, done.stderr
+        assert "…" not in done.stdout and "╭" not in done.stdout
+        assert all(len(line) <= 80 for line in done.stdout.splitlines())
+    assert "RUN_DIR" in run_cli("distill", "--help", env={"COLUMNS": "80"}).stdout

@@ -64,6 +64,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     cls=ErrorBoundary,
+    rich_markup_mode=None,  # plain help: rich's boxes cut options' help off at 80 columns
 )
 
 
@@ -104,7 +105,7 @@ def _parse_set(values: list[str] | None) -> dict[str, Any]:
 @app.command()
 @user_errors
 def run(
-    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="run directory (overrides output.dir)")] = None,
     skip_bad_rows: Annotated[bool, typer.Option(help="record unreadable seed rows as rejected and go on")] = False,
     fresh: Annotated[bool, typer.Option(help="discard earlier results in the run directory (keeps the cache)")] = False,
@@ -126,7 +127,7 @@ def run(
 @app.command()
 @user_errors
 def plan(
-    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
     pilot: Annotated[int | None, typer.Option(min=1, help="seeds in the pilot (default: the first batch)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="run directory whose cache the pilot fills")] = None,
     limit: Annotated[int | None, typer.Option(help="use at most this many seeds (overrides seeds.limit)")] = None,
@@ -152,7 +153,7 @@ def plan(
 @app.command()
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a finished run directory")],
     as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of the table")] = False,
 ) -> None:
     """Print the funnel and figures of a finished run."""
@@ -173,7 +174,7 @@ def report(
 @app.command("eval")
 @user_errors
 def eval_(
-    model: Annotated[str, typer.Argument(help="model folder, Hub name, builtin:teacher|builtin:student, or a served model name")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="model folder, Hub name, builtin:teacher|builtin:student, or a served model name")],
     task: Annotated[str, typer.Option(help="arith | gsm8k | math500")] = "arith",
     split: Annotated[str, typer.Option(help="test (gsm8k, math500: only test); arith also train, validation")] = "test",
     n: Annotated[int | None, typer.Option(help="evaluate the first N problems")] = None,
@@ -243,7 +244,7 @@ def improve(
 @app.command()
 @user_errors
 def experiment(
-    name: Annotated[str, typer.Argument(help="filter-lift | collapse | star, or `list` to list them")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="filter-lift | collapse | star, or `list` to list them")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default runs/experiments/NAME)")] = None,
     quick: Annotated[bool, typer.Option(help="a much smaller configuration (minutes; for smoke tests)")] = False,
 ) -> None:

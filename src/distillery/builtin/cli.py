@@ -17,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 
@@ -65,7 +66,7 @@ def train(
 
 @app.command("eval")
 def eval_(
-    model: Annotated[str, typer.Argument(help="builtin:teacher, builtin:student or a model folder")] = "builtin:teacher",
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="builtin:teacher, builtin:student or a model folder")] = "builtin:teacher",
     limit: Annotated[int | None, typer.Option(help="first N problems of the test set (default: all 1000)")] = None,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding")] = 0.0,
     samples: Annotated[int, typer.Option(help="responses per problem")] = 1,

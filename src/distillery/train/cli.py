@@ -22,7 +22,7 @@ class Divergence(StrEnum):
 
 
 def distill_command(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory (accepted.parquet, report.json...)")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a finished run directory (accepted.parquet, report.json...)")],
     student: Annotated[str, typer.Option(help="student model: builtin:student, a folder or a Hub id")],
     method: Annotated[str, typer.Option(help="a registered training method: sft (accepted responses), kd (teacher "
                                              "token distributions), dpo (accepted-vs-rejected pairs)")] = "sft",
