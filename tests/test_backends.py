@@ -143,3 +143,41 @@ def test_cache_key_covers_every_part_of_the_request():
     keys = {b.cache_key(r)} | {b.cache_key(v) for v in variants} | {OpenAIBackend("m2").cache_key(r)}
     assert len(keys) == 5
     assert b.cache_key(r) == OpenAIBackend("m", base_url="http://elsewhere/v1").cache_key(r)
+
+
+def test_a_locked_cache_is_a_clear_error_and_keeps_what_it_has(tmp_path: Path, monkeypatch):
+    """Another process holds the cache file's write lock (a real second SQLite connection):
+    a write fails with one clear message naming the file, and what was stored before is intact."""
+    import sqlite3
+
+    import distillery.backends.cache as cache_module
+    from distillery.backends.base import GenerationResult
+    from distillery.backends.cache import CacheError
+
+    path = tmp_path / "cache.sqlite"
+    cache = ResponseCache(path)
+    cache.put("a" * 64, "openai", "m", GenerationResult(text="kept"))
+    cache.close()
+    monkeypatch.setattr(cache_module, "BUSY_TIMEOUT_MS", 200)  # the real wait is 60 s
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        locked = ResponseCache(path)
+        assert locked.get_many(["a" * 64])["a" * 64].text == "kept"  # WAL: readers are not blocked
+        with pytest.raises(CacheError, match=r"cache\.sqlite: it is locked by another process"):
+            locked.put("b" * 64, "openai", "m", GenerationResult(text="new"))
+        locked.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ResponseCache(path).get_many(["a" * 64])["a" * 64].text == "kept"
+
+
+def test_a_full_disk_is_named_as_such():
+    """A full disk cannot be caused here: the message for SQLite's own error text is checked."""
+    import sqlite3
+
+    from distillery.backends.cache import _cache_error
+
+    error = _cache_error(Path("/runs/x/cache/responses-0.sqlite"), sqlite3.OperationalError("database or disk is full"))
+    assert str(error).startswith("response cache /runs/x/cache/responses-0.sqlite: the disk is full")

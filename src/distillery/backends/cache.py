@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from distillery.backends.base import Backend, GenerationRequest, GenerationResult
+from distillery.errors import DistilleryError
 from distillery.records import utc_now
 
 SHARDS = 16
@@ -32,6 +33,26 @@ SHARDS = 16
 
 BUSY_TIMEOUT_MS = 60_000
 """How long a write waits for another process's transaction on the same shard."""
+
+
+class CacheError(DistilleryError):
+    """The response cache cannot be read or written (locked by another process, disk full).
+    Nothing half-written: every response stored before is intact (SQLite's transactions)."""
+
+
+def _cache_error(path: Path, e: sqlite3.Error) -> CacheError:
+    """A clear message for a SQLite failure on the cache file ``path``."""
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        why = (f"it is locked by another process (another run using the same cache?) and stayed locked for "
+               f"{BUSY_TIMEOUT_MS // 1000} s; run again once that process is done")
+    elif "full" in text:
+        why = "the disk is full; free some space and run the same command again (responses stored so far are kept)"
+    elif "readonly" in text or "permission" in text.lower():
+        why = "it cannot be written (read-only file or folder); point output.cache at a writable place"
+    else:
+        why = f"{type(e).__name__}: {text}"
+    return CacheError(f"response cache {path}: {why}")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -104,7 +125,10 @@ class ResponseCache:
             made = self._made.get(shard)
             if made is not None:
                 made.wait()  # not while the background thread sets it up: two first connections race on WAL
-            db = self._dbs[shard] = _connect(self._shard_path(shard))
+            try:
+                db = self._dbs[shard] = _connect(self._shard_path(shard))
+            except sqlite3.Error as e:
+                raise _cache_error(self._shard_path(shard), e) from None
         return db
 
     def get_many(self, keys: list[str]) -> dict[str, GenerationResult]:
@@ -121,16 +145,28 @@ class ResponseCache:
             for start in range(0, len(shard_keys), 500):
                 chunk = shard_keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, result in db.execute(f"SELECT key, result FROM responses WHERE key IN ({marks})", chunk):
+                try:
+                    rows = db.execute(f"SELECT key, result FROM responses WHERE key IN ({marks})", chunk).fetchall()
+                except sqlite3.Error as e:
+                    raise _cache_error(self._shard_path(shard), e) from None
+                for key, result in rows:
                     found[key] = GenerationResult.from_json(result)
         return found
 
     def put(self, key: str, backend: str, model: str, result: GenerationResult) -> None:
-        """Store ``result`` under ``key`` (replacing any earlier one), committed at once."""
-        self._db(self._shard(key)).execute(
-            "INSERT OR REPLACE INTO responses(key, backend, model, result, created_at) VALUES (?, ?, ?, ?, ?)",
-            (key, backend, model, result.to_json(), utc_now()),
-        )
+        """Store ``result`` under ``key`` (replacing any earlier one), committed at once.
+
+        Raises:
+            CacheError: the cache is locked by another process, the disk is full, or it is read-only.
+        """
+        shard = self._shard(key)
+        try:
+            self._db(shard).execute(
+                "INSERT OR REPLACE INTO responses(key, backend, model, result, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key, backend, model, result.to_json(), utc_now()),
+            )
+        except sqlite3.Error as e:
+            raise _cache_error(self._shard_path(shard), e) from None
 
     def __len__(self) -> int:
         shards = [0] if self.single else [s for s in range(SHARDS) if (self.path / f"responses-{s:x}.sqlite").exists()]
