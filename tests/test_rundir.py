@@ -119,7 +119,9 @@ def test_duplicate_seed_ids_are_an_error_naming_both_lines(tmp_path: Path):
     assert json.loads(dup["seed"]["_raw"]) == {"id": "1", "question": "c", "answer": "z"}
 
 
-def test_a_seed_parquet_cannot_hold_becomes_a_rejected_record(tmp_path: Path):
+def test_a_seed_nested_too_deep_is_bad_input_or_with_skip_a_rejected_record(tmp_path: Path):
+    """A seed nested 200 deep (Parquet cannot hold it): without --skip-bad-rows one line naming
+    the file, line and field, exit 1, no dataset; with it, a rejected record keeping its raw text."""
     deep: dict = {"leaf": 1}
     for _ in range(200):
         deep = {"x": deep}
@@ -129,14 +131,15 @@ def test_a_seed_parquet_cannot_hold_becomes_a_rejected_record(tmp_path: Path):
         {"id": "c", "question": "q3", "answer": "also fine"},
     ])
     done = run_cli("run", str(_curate_recipe(tmp_path, seeds)), "--no-progress")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "s.jsonl:2" in done.stderr and "tree" in done.stderr and "too_deep" in done.stderr
     run = tmp_path / "run"
+    assert not (run / "accepted.parquet").exists()
+    done = run_cli("run", str(_curate_recipe(tmp_path, seeds)), "--no-progress", "--skip-bad-rows")
+    assert done.returncode == 0, done.stderr[-3000:]
     accepted = pq.read_table(run / "accepted.parquet").column("id").to_pylist()
     (bad,) = pq.read_table(run / "rejected.parquet").to_pylist()
-    assert accepted == ["a", "c"] and bad["id"] == "b"
-    assert bad["reject_stage"] == "write" and bad["reject_reason"].startswith("unwritable: ")
-    assert json.loads(bad["seed"]["_raw"])["tree"]["x"]["x"]
+    assert accepted == ["a", "c"] and bad["reject_stage"] == "read" and "too_deep" in bad["reject_reason"]
+    assert bad["seed"]["_raw"].startswith('{"id": "b"') and '"tree": {"x": {"x"' in bad["seed"]["_raw"]  # its text, capped
     for shard in (run / "shards").glob("*.parquet"):
         pq.read_table(shard)  # every shard reads back
-    again = run_cli("run", str(_curate_recipe(tmp_path, seeds)), "--no-progress")
-    assert again.returncode == 0, again.stderr[-3000:]

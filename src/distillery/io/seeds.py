@@ -37,7 +37,7 @@ from typing import Any
 from distillery import registry
 from distillery.errors import InputError, RecipeError
 
-MAX_DEPTH = 256
+MAX_DEPTH = 64
 """Most levels of lists and dicts inside a seed row's value (see the module doc): deep enough
 for any real data, shallow enough that every recursive walk downstream stays far from Python's
 recursion limit."""
