@@ -163,6 +163,8 @@ def test_a_locked_cache_is_a_clear_error_and_keeps_what_it_has(tmp_path: Path, m
     holder.execute("BEGIN EXCLUSIVE")
     try:
         locked = ResponseCache(path)
+        with pytest.raises(CacheError, match=r"cache\.sqlite: it is locked by another process .* for 0\.2 s"):
+            locked.probe(timeout_s=0.2)  # what a run does before any work
         assert locked.get_many(["a" * 64])["a" * 64].text == "kept"  # WAL: readers are not blocked
         with pytest.raises(CacheError, match=r"cache\.sqlite: it is locked by another process"):
             locked.put("b" * 64, "openai", "m", GenerationResult(text="new"))

@@ -40,12 +40,14 @@ class CacheError(DistilleryError):
     Nothing half-written: every response stored before is intact (SQLite's transactions)."""
 
 
-def _cache_error(path: Path, e: sqlite3.Error) -> CacheError:
-    """A clear message for a SQLite failure on the cache file ``path``."""
+def _cache_error(path: Path, e: sqlite3.Error, waited_s: float | None = None) -> CacheError:
+    """A clear message for a SQLite failure on the cache file ``path`` (``waited_s``: how long a
+    lock was waited for; default the busy timeout)."""
     text = str(e)
     if "locked" in text or "busy" in text:
+        waited = BUSY_TIMEOUT_MS / 1000 if waited_s is None else waited_s
         why = (f"it is locked by another process (another run using the same cache?) and stayed locked for "
-               f"{BUSY_TIMEOUT_MS // 1000} s; run again once that process is done")
+               f"{waited:g} s; run again once that process is done")
     elif "full" in text:
         why = "the disk is full; free some space and run the same command again (responses stored so far are kept)"
     elif "readonly" in text or "permission" in text.lower():
@@ -130,6 +132,27 @@ class ResponseCache:
             except sqlite3.Error as e:
                 raise _cache_error(self._shard_path(shard), e) from None
         return db
+
+    def probe(self, timeout_s: float = 2.0) -> None:
+        """Check at once that the existing cache files can be written: a run fails before any
+        work when another process holds one locked, instead of after SQLite's busy timeout.
+
+        Raises:
+            CacheError: a file stays locked for ``timeout_s`` seconds, or cannot be written.
+        """
+        for shard in range(1 if self.single else SHARDS):
+            path = self._shard_path(shard)
+            if shard in self._made or not path.exists():
+                continue  # being made now, or not made yet: nothing else holds it
+            try:
+                db = sqlite3.connect(path, isolation_level=None, timeout=timeout_s)
+                try:
+                    db.execute("BEGIN IMMEDIATE")  # takes the write lock, or waits up to timeout_s
+                    db.execute("ROLLBACK")
+                finally:
+                    db.close()
+            except sqlite3.Error as e:
+                raise _cache_error(path, e, waited_s=timeout_s) from None
 
     def get_many(self, keys: list[str]) -> dict[str, GenerationResult]:
         """Cached results of ``keys`` (absent keys are left out)."""

@@ -120,6 +120,7 @@ class Worker:
         self.concurrency = 0  # teacher requests worth keeping in flight across batches (0: one batch at a time)
         if self.strategy.needs_teacher and plan.recipe.teacher is not None:
             self.cache = ResponseCache(plan.cache_dir)
+            self.cache.probe()  # a cache another process holds locked: a clear error now, not after a minute
             raw = build_backend(plan.recipe.teacher, plan.recipe.base_dir)
             if raw.concurrent and not self.strategy.sequential:
                 self.concurrency = int(getattr(raw, "concurrency", 0) or 0)
